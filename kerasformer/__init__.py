@@ -1,0 +1,5 @@
+"""kerasformer: pretrained Transformers for Keras 3 (JAX and TensorFlow backends).
+
+Public names only; see README.md for the user contract.
+"""
+__version__ = "0.1.0"
