@@ -3,3 +3,7 @@
 Public names only; see README.md for the user contract.
 """
 __version__ = "0.1.0"
+
+from .models import build_transformer_model  # noqa: E402
+
+__all__ = ["build_transformer_model", "__version__"]

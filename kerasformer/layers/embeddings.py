@@ -1,0 +1,125 @@
+"""Token and position embeddings."""
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="kerasformer")
+class Embedding(keras.layers.Embedding):
+    """`keras.layers.Embedding` that can also act as the tied output projection.
+
+    ``layer(token_ids)`` looks up ``[batch, seq_len] -> [batch, seq_len, output_dim]``;
+    ``layer(hidden, mode="dense")`` computes ``hidden @ embeddings^T``
+    (``[..., output_dim] -> [..., input_dim]``), which is how BERT's MLM head and GPT-2's
+    LM head reuse the input embedding (Press & Wolf 2017, arXiv:1608.05859).
+    """
+
+    def call(self, inputs, mode="embedding"):
+        if mode == "embedding":
+            return super().call(inputs)
+        if mode == "dense":
+            kernel = ops.cast(self.embeddings, inputs.dtype)
+            return ops.matmul(inputs, ops.transpose(kernel))
+        raise ValueError(f"Embedding mode must be 'embedding' or 'dense', got {mode!r}")
+
+    def compute_output_spec(self, inputs, mode="embedding"):
+        if mode == "dense":
+            shape = tuple(inputs.shape[:-1]) + (self.input_dim,)
+        else:
+            shape = tuple(inputs.shape) + (self.output_dim,)
+        return keras.KerasTensor(shape, dtype=self.compute_dtype)
+
+    def compute_mask(self, inputs, mask=None):
+        # Padding is handled by explicit attention masks built from token ids, not by
+        # Keras mask propagation (which does not survive custom layers uniformly).
+        return None
+
+
+@keras.saving.register_keras_serializable(package="kerasformer")
+class PositionEmbedding(keras.layers.Layer):
+    """Learned absolute position embeddings, added to (or returned for) the input.
+
+    Call with ``x`` ([batch, seq_len, dim]; positions are ``0..seq_len-1``) or with
+    ``[x, position_ids]`` (``custom_position_ids=True``; int [batch, seq_len]).
+
+    Args:
+        input_dim: number of positions (``max_position_embeddings``).
+        output_dim: embedding size.
+        merge_mode: ``"add"`` returns ``x + P``, ``"zero"`` returns ``P`` alone.
+        hierarchical: None, or alpha in (0, 1) (True means 0.4) to extend the table to
+            ``input_dim**2`` positions by hierarchical decomposition
+            (kexue.fm/archives/7947): ``p(i) = alpha*u[i // n] + (1-alpha)*u[i % n]`` with
+            ``u = (P - alpha*P[0]) / (1 - alpha)``, so the first n positions are unchanged.
+        custom_position_ids: whether position ids are given as a second input.
+
+    Raises:
+        ValueError: when the (static) sequence length exceeds the number of positions.
+    """
+
+    def __init__(self, input_dim, output_dim, merge_mode="add", hierarchical=None,
+                 embeddings_initializer="zeros", custom_position_ids=False, **kwargs):
+        super().__init__(**kwargs)
+        if merge_mode not in ("add", "zero"):
+            raise ValueError(f"merge_mode must be 'add' or 'zero', got {merge_mode!r}")
+        self.input_dim = input_dim
+        self.output_dim = output_dim
+        self.merge_mode = merge_mode
+        self.hierarchical = 0.4 if hierarchical is True else hierarchical
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+        self.custom_position_ids = custom_position_ids
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(
+            name="embeddings",
+            shape=(self.input_dim, self.output_dim),
+            initializer=self.embeddings_initializer,
+        )
+
+    def _limit(self):
+        return self.input_dim**2 if self.hierarchical else self.input_dim
+
+    def call(self, inputs, position_ids=None):
+        """``position_ids`` (int [batch or 1, seq_len]) overrides the default
+        ``0..seq_len-1``; cached decoding passes the absolute positions of new tokens."""
+        if self.custom_position_ids:
+            x, position_ids = inputs
+            position_ids = ops.cast(position_ids, "int32")
+        elif position_ids is not None:
+            x = inputs
+            position_ids = ops.cast(position_ids, "int32")
+        else:
+            x = inputs
+            seq_len = ops.shape(x)[1]
+            if isinstance(seq_len, int) and seq_len > self._limit():
+                raise ValueError(
+                    f"Sequence length {seq_len} exceeds the {self._limit()} positions of "
+                    f"{self.name} (max_position_embeddings); truncate the input"
+                )
+            position_ids = ops.arange(seq_len, dtype="int32")[None]
+        table = ops.cast(self.embeddings, self.compute_dtype)
+        if self.hierarchical:
+            alpha = self.hierarchical
+            base = (table - alpha * table[:1]) / (1.0 - alpha)
+            u = ops.take(base, position_ids // self.input_dim, axis=0)
+            v = ops.take(base, position_ids % self.input_dim, axis=0)
+            pos = alpha * u + (1.0 - alpha) * v
+        else:
+            pos = ops.take(table, position_ids, axis=0)
+        if self.merge_mode == "zero":
+            return ops.broadcast_to(pos, tuple(ops.shape(x)[:2]) + (self.output_dim,))
+        return x + ops.cast(pos, x.dtype)
+
+    def compute_output_spec(self, inputs, position_ids=None):
+        x = inputs[0] if self.custom_position_ids else inputs
+        return keras.KerasTensor(tuple(x.shape[:2]) + (self.output_dim,), dtype=x.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            input_dim=self.input_dim,
+            output_dim=self.output_dim,
+            merge_mode=self.merge_mode,
+            hierarchical=self.hierarchical,
+            embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),
+            custom_position_ids=self.custom_position_ids,
+        )
+        return config

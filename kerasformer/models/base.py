@@ -1,0 +1,378 @@
+"""The Transformer builder: name-keyed layers, template hooks, one shared block.
+
+A family (BERT, ALBERT, GPT-2, T5...) subclasses :class:`Transformer` and fills in the
+hooks ``get_inputs``, ``apply_embeddings``, ``apply_main_layers`` and
+``apply_final_layers``; the block itself is :meth:`Transformer.apply_transformer_block`,
+configured by class attributes and arguments (pre/post norm, norm type, attention and
+FFN options) instead of being copied per family. Masks come from mixins
+(:class:`LMMask`, :class:`UniLMMask`), so any encoder becomes a causal LM or a UniLM.
+
+Layers are created and fetched by name through :meth:`Transformer.apply`, which is what
+makes weight sharing (ALBERT), tied embeddings and re-running the same layers on eager
+tensors with a KV cache (generation) work without copies.
+"""
+import keras
+
+from ..checkpoints import loading
+from ..layers import AttentionMask, FeedForward, LayerNormalization, MultiHeadAttention
+
+
+class Transformer:
+    """Base builder of a Transformer `keras.Model` (the bert4keras design).
+
+    Args:
+        vocab_size: token vocabulary size V (before ``keep_tokens``/``compound_tokens``).
+        hidden_size: model width H.
+        num_hidden_layers: number of blocks L.
+        num_attention_heads: attention heads N.
+        intermediate_size: FFN inner size.
+        hidden_act: FFN activation name (``"gelu"`` is exact erf, ``"gelu_new"`` tanh).
+        dropout_rate / attention_dropout_rate: dropout probabilities (training only).
+        embedding_size: embedding width E if different from H (a mapping Dense is added).
+        attention_head_size / attention_key_size: per-head value / key sizes (default H/N).
+        sequence_length: static sequence length of the inputs (None: variable).
+        keep_tokens: list of checkpoint token ids to keep, in new-id order (shrinks the
+            vocabulary; see ``tokenizers.load_vocab(simplified=True)``).
+        compound_tokens: list of lists of checkpoint token ids; each adds one new token
+            whose embedding is initialised to the mean of those tokens' embeddings.
+        layer_norm_epsilon: epsilon of the normalization layers.
+        initializer_range: stddev of the truncated-normal kernel initializer.
+        pad_token_id: id treated as padding by the attention mask.
+        ignore_invalid_weights: load what matches and only warn about the rest.
+        prefix: prepended to every layer name (two models in one graph).
+        name: name of the keras.Model.
+    """
+
+    # Whether the block normalizes after the residual (BERT) or before (GPT-2, T5).
+    pre_norm = False
+    # Kwargs for every LayerNormalization of the model (family defaults).
+    norm_kwargs = {}
+
+    def __init__(self, vocab_size, hidden_size, num_hidden_layers, num_attention_heads,
+                 intermediate_size, hidden_act="gelu", dropout_rate=0.0,
+                 attention_dropout_rate=0.0, embedding_size=None, attention_head_size=None,
+                 attention_key_size=None, sequence_length=None, keep_tokens=None,
+                 compound_tokens=None, layer_norm_epsilon=1e-12, initializer_range=0.02,
+                 pad_token_id=0, ignore_invalid_weights=False, prefix=None, name=None):
+        if keep_tokens is not None:
+            vocab_size = len(keep_tokens)
+        if compound_tokens is not None:
+            vocab_size += len(compound_tokens)
+        if hidden_size % num_attention_heads and attention_head_size is None:
+            raise ValueError(
+                f"hidden_size {hidden_size} is not a multiple of num_attention_heads "
+                f"{num_attention_heads}; give attention_head_size"
+            )
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.attention_head_size = attention_head_size or hidden_size // num_attention_heads
+        self.attention_key_size = attention_key_size or self.attention_head_size
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.dropout_rate = dropout_rate or 0.0
+        self.attention_dropout_rate = attention_dropout_rate or 0.0
+        self.embedding_size = embedding_size or hidden_size
+        self.sequence_length = sequence_length
+        self.keep_tokens = keep_tokens
+        self.compound_tokens = compound_tokens
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.initializer_range = initializer_range
+        self.pad_token_id = pad_token_id
+        self.ignore_invalid_weights = ignore_invalid_weights
+        self.prefix = prefix or ""
+        self.name = name
+        self.layers = {}
+        self.built = False
+        # Per-call state read by the hooks: the attention mask of the current graph and,
+        # during cached decoding, the KV caches (see `call_with_cache`).
+        self.attention_mask = None
+        self.position_ids = None
+        self.caches = None
+        self.cache_index = None
+        self.layer_norm_conds = [None, None, None]
+
+    # ------------------------------------------------------------------ building
+
+    def build(self, layer_norm_cond=None, layer_norm_cond_hidden_size=None,
+              layer_norm_cond_hidden_act=None, additional_input_layers=None):
+        """Create the keras.Model (``self.model``) and its layers.
+
+        Args:
+            layer_norm_cond: a Keras tensor [batch, cond_dim] that conditions every
+                LayerNorm (conditional LayerNorm, kexue.fm/archives/7124); if it comes
+                from a `keras.Input` that input is added to the model's inputs.
+            layer_norm_cond_hidden_size / _act: optional Dense projection of the condition.
+            additional_input_layers: extra `keras.Input` tensors appended to the inputs.
+        """
+        if self.built:
+            return self.model
+        inputs = self.get_inputs()
+        self.set_inputs(inputs, additional_input_layers, layer_norm_cond)
+        self.layer_norm_conds = [
+            layer_norm_cond, layer_norm_cond_hidden_size, layer_norm_cond_hidden_act or "linear"
+        ]
+        outputs = self.call(inputs)
+        self.set_outputs(outputs)
+        self.model = keras.Model(self.inputs, self.outputs, name=self.name)
+        self.built = True
+        return self.model
+
+    def set_inputs(self, inputs, additional_input_layers=None, layer_norm_cond=None):
+        inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        extra = list(additional_input_layers or [])
+        if layer_norm_cond is not None and _is_input(layer_norm_cond):
+            if not any(t is layer_norm_cond for t in inputs + extra):
+                extra.append(layer_norm_cond)
+        self.inputs = inputs + extra
+        self.input = self.inputs[0] if len(self.inputs) == 1 else None
+
+    def set_outputs(self, outputs):
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        self.outputs = list(outputs)
+        self.output = self.outputs[0] if len(self.outputs) == 1 else self.outputs
+
+    def call(self, inputs):
+        """Run the template: embeddings, the L blocks, the final layers."""
+        self.attention_mask = self.compute_attention_mask(inputs)
+        x = self.apply_embeddings(inputs)
+        for index in range(self.num_hidden_layers):
+            x = self.apply_main_layers(x, index)
+        return self.apply_final_layers(x)
+
+    def prefixed(self, name):
+        return self.prefix + name if name else name
+
+    def apply(self, inputs=None, layer=None, arguments=None, **kwargs):
+        """Create the layer ``layer(**kwargs)`` under the name ``kwargs["name"]`` the first
+        time, reuse it afterwards, and call it on ``inputs`` with ``arguments``.
+
+        Layers are keyed by name, so calling ``apply`` twice with one name shares the
+        weights (ALBERT); with ``inputs=None`` the layer is only created and returned.
+
+        Raises:
+            ValueError: when a name is reused for a layer of another class.
+        """
+        name = self.prefixed(kwargs.get("name"))
+        kwargs["name"] = name
+        if layer is keras.layers.Dropout and self.dropout_rate == 0 and "rate" not in kwargs:
+            kwargs["rate"] = 0.0
+        if name not in self.layers:
+            created = layer(**kwargs)
+            self.layers[name] = created
+        elif not isinstance(self.layers[name], layer):
+            raise ValueError(
+                f"Layer name {name!r} already holds a {type(self.layers[name]).__name__}, "
+                f"not a {layer.__name__}"
+            )
+        if inputs is None:
+            return self.layers[name]
+        return self.layers[name](inputs, **(arguments or {}))
+
+    # ------------------------------------------------------------------ hooks
+
+    def get_inputs(self):
+        raise NotImplementedError
+
+    def apply_embeddings(self, inputs):
+        raise NotImplementedError
+
+    def apply_main_layers(self, x, index):
+        return self.apply_transformer_block(x, index)
+
+    def apply_final_layers(self, x):
+        raise NotImplementedError
+
+    def compute_attention_mask(self, inputs):
+        """The bidirectional padding mask [batch, 1, 1, seq_len] from the token ids."""
+        return self.apply(
+            self.token_ids_of(inputs), AttentionMask, mode="padding",
+            pad_id=self.pad_token_id, name="Attention-Mask",
+        )
+
+    def token_ids_of(self, inputs):
+        return inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+
+    def segment_ids_of(self, inputs):
+        return None
+
+    # ------------------------------------------------------------------ shared pieces
+
+    @property
+    def initializer(self):
+        return keras.initializers.TruncatedNormal(stddev=self.initializer_range)
+
+    def norm(self, x, name, **kwargs):
+        """A normalization layer, conditional when the model has ``layer_norm_cond``."""
+        cond, hidden_units, hidden_act = self.layer_norm_conds
+        options = dict(epsilon=self.layer_norm_epsilon)
+        options.update(self.norm_kwargs)
+        options.update(kwargs)
+        if cond is not None:
+            options.update(
+                conditional=True, cond_hidden_units=hidden_units,
+                cond_hidden_activation=hidden_act, cond_hidden_initializer=self.initializer,
+            )
+            x = [x, cond]
+        return self.apply(x, LayerNormalization, name=name, **options)
+
+    def attention_kwargs(self):
+        """Constructor kwargs of the self-attention layers (families override)."""
+        return dict(
+            heads=self.num_attention_heads,
+            head_size=self.attention_head_size,
+            key_size=self.attention_key_size,
+            attention_dropout=self.attention_dropout_rate,
+            kernel_initializer=self.initializer,
+        )
+
+    def feedforward_kwargs(self):
+        """Constructor kwargs of the FFN layers (families override)."""
+        return dict(
+            units=self.intermediate_size,
+            activation=self.hidden_act,
+            kernel_initializer=self.initializer,
+        )
+
+    def attention_arguments(self, index):
+        """Call arguments of block `index`'s self-attention: the mask and, while decoding,
+        the cache slot of this layer."""
+        arguments = {"attention_mask": self.attention_mask}
+        if self.position_ids is not None:
+            arguments["position_ids"] = self.position_ids
+        if self.caches is not None:
+            arguments.update(cache=self.caches[index], cache_index=self.cache_index)
+        return arguments
+
+    def apply_residual(self, x, index, name, layer, layer_kwargs, arguments=None):
+        """One residual sub-block: ``[norm ->] sublayer -> dropout -> add [-> norm]``.
+
+        Names follow bert4keras: ``{name}``, ``{name}-Dropout``, ``{name}-Add``,
+        ``{name}-Norm``. With a KV cache the attention layer's new cache is stored in
+        ``self.caches[index]``.
+        """
+        residual = x
+        if self.pre_norm:
+            x = self.norm(x, name=f"{name}-Norm")
+        x = self.apply(x, layer, arguments=arguments, name=name, **layer_kwargs)
+        if isinstance(x, tuple):  # (output, new_cache) from a cached attention call
+            x, self.caches[index] = x
+        x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name=f"{name}-Dropout")
+        x = self.apply([residual, x], keras.layers.Add, name=f"{name}-Add")
+        if not self.pre_norm:
+            x = self.norm(x, name=f"{name}-Norm")
+        return x
+
+    def apply_transformer_block(self, x, index, name=None):
+        """The shared block: self-attention then feed-forward, each residual.
+
+        ``name`` defaults to ``Transformer-{index}``; ALBERT passes one name for all
+        blocks to share their weights.
+        """
+        name = name or f"Transformer-{index}"
+        x = self.apply_residual(
+            x, index, f"{name}-MultiHeadSelfAttention", MultiHeadAttention,
+            self.attention_kwargs(), self.attention_arguments(index),
+        )
+        x = self.apply_residual(
+            x, index, f"{name}-FeedForward", FeedForward,
+            self.feedforward_kwargs(),
+        )
+        return x
+
+    # ------------------------------------------------------------------ weights
+
+    def variable_mapping(self):
+        """The checkpoint name map: a list of :class:`loading.TensorMap` rows for every
+        weight this family can have (heads included). Families override."""
+        return []
+
+    def load_weights_from_checkpoint(self, checkpoint_path, ignore_invalid_weights=None):
+        """Load a checkpoint (format detected: Google TF prefix, safetensors, sharded
+        index, pytorch_model.bin, or a directory) into ``self.model`` by name.
+
+        Raises:
+            ValueError: listing every missing, unexpected and wrong-shape tensor (with
+                both shapes), unless ``ignore_invalid_weights``.
+            FileNotFoundError: when the path holds no checkpoint.
+        """
+        if ignore_invalid_weights is None:
+            ignore_invalid_weights = self.ignore_invalid_weights
+        return loading.load_checkpoint_into(self, checkpoint_path, ignore_invalid_weights)
+
+    def save_weights_as_checkpoint(self, path, format="tf"):
+        """Save the weights under checkpoint names.
+
+        Args:
+            path: a TF checkpoint prefix (``format="tf"``, Google names) or a
+                ``.safetensors`` file (``format="hf"``, Hugging Face names).
+        """
+        return loading.save_checkpoint_from(self, path, format)
+
+
+def _is_input(tensor):
+    history = getattr(tensor, "_keras_history", None)
+    return history is not None and isinstance(history[0], keras.layers.InputLayer)
+
+
+# ---------------------------------------------------------------------- mask mixins
+
+
+class LMMask:
+    """Causal (left-to-right LM) attention mask mixin (bert4keras ``LM_Mask``)."""
+
+    def compute_attention_mask(self, inputs):
+        return self.apply(
+            self.token_ids_of(inputs), AttentionMask, mode="causal",
+            pad_id=self.pad_token_id, name="Attention-Mask",
+        )
+
+
+class UniLMMask:
+    """UniLM seq2seq mask mixin (bert4keras ``UniLM_Mask``; arXiv:1905.03197): segment 0
+    is bidirectional, segment 1 is causal and sees all of segment 0.
+
+    Raises:
+        ValueError: when the model has no segment input (``segment_vocab_size=0``).
+    """
+
+    def compute_attention_mask(self, inputs):
+        segment_ids = self.segment_ids_of(inputs)
+        if segment_ids is None:
+            raise ValueError(
+                "application='unilm' needs segment ids to tell source from target; "
+                "this model has no segment input (segment_vocab_size=0)"
+            )
+        return self.apply(
+            [self.token_ids_of(inputs), segment_ids], AttentionMask, mode="unilm",
+            pad_id=self.pad_token_id, name="Attention-Mask",
+        )
+
+
+def extend_with_language_model(base):
+    """Return a subclass of `base` with the causal mask and, for encoders with an MLM
+    head, that head on by default (as bert4keras)."""
+
+    class LanguageModel(LMMask, base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if hasattr(self, "with_mlm"):
+                self.with_mlm = self.with_mlm or True
+
+    LanguageModel.__name__ = LanguageModel.__qualname__ = f"LanguageModel{base.__name__}"
+    return LanguageModel
+
+
+def extend_with_unified_language_model(base):
+    """Return a subclass of `base` with the UniLM mask (and the MLM head on by default)."""
+
+    class UnifiedLanguageModel(UniLMMask, base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if hasattr(self, "with_mlm"):
+                self.with_mlm = self.with_mlm or True
+
+    UnifiedLanguageModel.__name__ = f"UnifiedLanguageModel{base.__name__}"
+    UnifiedLanguageModel.__qualname__ = UnifiedLanguageModel.__name__
+    return UnifiedLanguageModel
