@@ -1,9 +1,16 @@
 """kerasformer: pretrained Transformers for Keras 3 (JAX and TensorFlow backends).
 
-Public names only; see README.md for the user contract.
+Public names only; see README.md for the user contract. Importing a submodule that does
+not need Keras (``kerasformer.tokenizers``, ``kerasformer.snippets``) does not import it.
 """
 __version__ = "0.1.0"
 
-from .models import build_transformer_model  # noqa: E402
-
 __all__ = ["build_transformer_model", "__version__"]
+
+
+def __getattr__(name):
+    if name == "build_transformer_model":
+        from .models import build_transformer_model
+
+        return build_transformer_model
+    raise AttributeError(f"module 'kerasformer' has no attribute {name!r}")

@@ -14,6 +14,7 @@ tensors with a KV cache (generation) work without copies.
 import keras
 
 from ..checkpoints import loading
+from ..initializers import TruncatedNormal
 from ..layers import AttentionMask, FeedForward, LayerNormalization, MultiHeadAttention
 
 
@@ -201,7 +202,7 @@ class Transformer:
 
     @property
     def initializer(self):
-        return keras.initializers.TruncatedNormal(stddev=self.initializer_range)
+        return TruncatedNormal(stddev=self.initializer_range)
 
     def norm(self, x, name, **kwargs):
         """A normalization layer, conditional when the model has ``layer_norm_cond``."""
