@@ -1,0 +1,443 @@
+"""Data-side helpers with bert4keras's names and behaviour.
+
+Everything here is plain Python / NumPy (no Keras import), so it can be used in data
+pipelines on any backend:
+
+- :func:`sequence_padding` - pad (and truncate) a batch of sequences into one array.
+- :func:`truncate_sequences` - shorten a group of token lists to a total budget.
+- :func:`text_segmentate` - split long text into pieces at separators.
+- :class:`DataGenerator` - base class for batch generators fed to ``model.fit``.
+- :func:`is_string`, :func:`strQ2B`, :func:`string_matching` - small text helpers.
+"""
+import re
+
+import numpy as np
+
+__all__ = [
+    "is_string",
+    "strQ2B",
+    "string_matching",
+    "sequence_padding",
+    "truncate_sequences",
+    "text_segmentate",
+    "DataGenerator",
+]
+
+
+def is_string(s):
+    """Return ``True`` if ``s`` is a ``str`` (bytes are not strings here)."""
+    return isinstance(s, str)
+
+
+# Full-width ASCII variants U+FF01..U+FF5E map to U+0021..U+007E by this offset;
+# the ideographic space U+3000 maps to the ordinary space.
+_FULLWIDTH_OFFSET = 0xFEE0
+_Q2B_TABLE = {code: code - _FULLWIDTH_OFFSET for code in range(0xFF01, 0xFF5F)}
+_Q2B_TABLE[0x3000] = 0x20
+
+
+def strQ2B(ustring):
+    """Convert full-width ("quanjiao") characters to their half-width forms.
+
+    Maps U+FF01..U+FF5E (full-width ``!`` .. ``~``: letters, digits, punctuation) to
+    U+0021..U+007E and the ideographic space U+3000 to U+0020; every other character
+    (CJK ideographs, CJK punctuation such as ``。`` or ``、``) is left unchanged.
+
+    Args:
+        ustring: ``str``.
+
+    Returns:
+        ``str`` of the same length.
+    """
+    return ustring.translate(_Q2B_TABLE)
+
+
+def string_matching(s, keywords):
+    """Return ``True`` if at least one of ``keywords`` occurs in ``s``.
+
+    Each keyword is a regular expression tried with ``re.search`` (so plain words
+    match as substrings; escape them with ``re.escape`` if they contain regex
+    metacharacters).
+
+    Args:
+        s: ``str`` to search.
+        keywords: iterable of ``str`` patterns.
+
+    Returns:
+        ``bool``.
+    """
+    return any(re.search(k, s) for k in keywords)
+
+
+def sequence_padding(inputs, length=None, value=0, seq_dims=1, mode="post"):
+    """Pad a batch of variable-length sequences into one NumPy array.
+
+    Each element of ``inputs`` is a (possibly nested) list or array whose first
+    ``seq_dims`` dimensions are sequence dimensions of varying size and whose
+    remaining dimensions (if any) are the same for every element. For example token
+    ids are 1-D (``seq_dims=1``); GlobalPointer label matrices ``[n, n]`` or
+    ``[heads, n, n]`` transposed to ``[n, n, heads]`` use ``seq_dims=2``.
+
+    Every sequence dimension is padded with ``value`` up to the target length; a
+    sequence longer than the target is truncated, always keeping its *first*
+    ``length`` entries (in both modes, as bert4keras does).
+
+    Args:
+        inputs: non-empty list of sequences. Element ``i`` has shape
+            ``[l_i1, ..., l_i{seq_dims}, *feature_shape]``. An empty element
+            (size 0, e.g. ``[]``) is allowed and becomes all padding.
+        length: target length. ``None`` pads every sequence dim to the batch
+            maximum; an ``int`` is used for every sequence dim; a list/tuple gives
+            one entry per sequence dim (an entry may be ``None`` for "batch
+            maximum").
+        value: padding value (cast to the output dtype).
+        seq_dims: number of leading sequence dimensions (>= 1).
+        mode: ``"post"`` pads after the data, ``"pre"`` pads before it.
+
+    Returns:
+        ``np.ndarray`` of shape ``[len(inputs), L_1, ..., L_{seq_dims},
+        *feature_shape]``. Its dtype is the common NumPy dtype of the non-empty
+        inputs (Python ints give ``int64`` on 64-bit Linux, floats ``float64``,
+        an ``int32`` array stays ``int32``); if every input is empty it is the
+        dtype of ``value``.
+
+    Raises:
+        ValueError: ``mode`` is not ``"post"``/``"pre"``; ``inputs`` is empty;
+            ``seq_dims < 1``; ``length`` has the wrong number of entries or a
+            negative entry; an element has fewer than ``seq_dims`` dimensions or a
+            feature shape different from the others (or is ragged).
+    """
+    if mode not in ("post", "pre"):
+        raise ValueError(f'sequence_padding: mode must be "post" or "pre", got {mode!r}')
+    if seq_dims < 1:
+        raise ValueError(f"sequence_padding: seq_dims must be >= 1, got {seq_dims}")
+    if len(inputs) == 0:
+        raise ValueError("sequence_padding: inputs must contain at least one sequence")
+
+    arrays = []
+    for x in inputs:
+        try:
+            arrays.append(np.asarray(x))
+        except ValueError as e:  # ragged nested lists
+            raise ValueError(f"sequence_padding: element is not rectangular: {e}") from None
+    non_empty = [a for a in arrays if a.size > 0]
+    for a in non_empty:
+        if a.ndim < seq_dims:
+            raise ValueError(
+                f"sequence_padding: element of shape {a.shape} has fewer than "
+                f"seq_dims={seq_dims} dimensions"
+            )
+
+    if non_empty:
+        dtype = np.result_type(*non_empty)
+        feature_shape = non_empty[0].shape[seq_dims:]
+    else:
+        dtype = np.asarray(value).dtype
+        feature_shape = arrays[0].shape[seq_dims:]
+    for a in non_empty:
+        if a.shape[seq_dims:] != feature_shape:
+            raise ValueError(
+                "sequence_padding: all elements must share the trailing (non-sequence) "
+                f"shape; got {feature_shape} and {a.shape[seq_dims:]}"
+            )
+
+    if length is None or np.ndim(length) == 0:
+        length = [length] * seq_dims
+    else:
+        length = list(length)
+        if len(length) != seq_dims:
+            raise ValueError(
+                f"sequence_padding: length has {len(length)} entries, expected "
+                f"seq_dims={seq_dims}"
+            )
+    target = []
+    for d, n in enumerate(length):
+        if n is None:
+            n = max((a.shape[d] if a.ndim > d else 0) for a in arrays)
+        n = int(n)
+        if n < 0:
+            raise ValueError(f"sequence_padding: length must be >= 0, got {n}")
+        target.append(n)
+
+    out = np.full((len(arrays), *target, *feature_shape), value, dtype=dtype)
+    for i, a in enumerate(arrays):
+        if a.size == 0:
+            continue
+        src = tuple(slice(0, min(a.shape[d], target[d])) for d in range(seq_dims))
+        a = a[src]
+        if mode == "post":
+            dst = tuple(slice(0, a.shape[d]) for d in range(seq_dims))
+        else:
+            dst = tuple(slice(target[d] - a.shape[d], target[d]) for d in range(seq_dims))
+        out[(i, *dst)] = a
+    return out
+
+
+def truncate_sequences(maxlen, indices, *sequences):
+    """Shorten several lists in place until their total length is ``<= maxlen``.
+
+    While the summed length exceeds ``maxlen``, one element is popped from the
+    currently longest sequence (the first one on ties) at position
+    ``indices[k]`` for that sequence ``k``. This is how BERT-style tokenizers cut
+    ``[CLS] a [SEP] b [SEP]`` pairs: with ``indices=-2`` the final ``[SEP]`` of each
+    segment is kept and tokens just before it are removed.
+
+    Args:
+        maxlen: ``int >= 0``, the total length budget.
+        indices: ``int`` position passed to ``list.pop`` for every sequence, or a
+            list/tuple with one position per entry of ``sequences`` (``None``
+            entries included).
+        *sequences: mutable lists (anything with ``len`` and ``pop``) or ``None``;
+            ``None`` entries are ignored.
+
+    Returns:
+        ``list`` of the non-``None`` sequences, in order. They are the same
+        objects as passed in, truncated in place. (bert4keras also drops empty
+        sequences from the returned list; here they are kept so the result lines
+        up with the non-``None`` arguments.)
+
+    Raises:
+        ValueError: ``maxlen < 0``, or ``indices`` is a list whose length differs
+            from the number of ``sequences``.
+    """
+    if maxlen < 0:
+        raise ValueError(f"truncate_sequences: maxlen must be >= 0, got {maxlen}")
+    if isinstance(indices, (list, tuple)):
+        if len(indices) != len(sequences):
+            raise ValueError(
+                f"truncate_sequences: got {len(indices)} indices for "
+                f"{len(sequences)} sequences"
+            )
+        pairs = [(s, i) for s, i in zip(sequences, indices) if s is not None]
+    else:
+        pairs = [(s, indices) for s in sequences if s is not None]
+
+    seqs = [s for s, _ in pairs]
+    pops = [i for _, i in pairs]
+    lengths = [len(s) for s in seqs]
+    while sum(lengths) > maxlen:
+        k = int(np.argmax(lengths))
+        seqs[k].pop(pops[k])
+        lengths[k] -= 1
+    return seqs
+
+
+def text_segmentate(text, maxlen, seps="\n", strips=None):
+    """Split ``text`` into pieces of at most ``maxlen`` characters, at separators.
+
+    The text is first stripped (``text.strip().strip(strips)``). If it is longer
+    than ``maxlen`` it is split at ``seps[0]`` (each separator stays at the end of
+    the piece before it) and consecutive pieces are greedily merged while the merged
+    chunk plus the next piece and its separator stays within ``maxlen``. A chunk
+    that is still too long is split recursively with ``seps[1:]``. When the
+    separators run out a too-long chunk is returned as it is (no hard cut).
+
+    With ``strips=None`` and text without leading/trailing whitespace around the
+    pieces, ``"".join(result)`` equals the stripped text. Every piece is at most
+    ``maxlen`` long unless it contains no separator other than trailing ones.
+
+    Args:
+        text: ``str``.
+        maxlen: ``int``, maximum piece length in characters.
+        seps: separators tried in order, coarse to fine: a ``str`` of single
+            characters (e.g. ``"\\n。！？；，"``) or a sequence of strings.
+        strips: characters stripped from both ends of every piece (after
+            whitespace), e.g. ``"。，"``; ``None`` strips only whitespace.
+
+    Returns:
+        ``list`` of ``str`` (``[""]`` for empty/whitespace input).
+    """
+    text = text.strip().strip(strips)
+    if not seps or len(text) <= maxlen:
+        return [text]
+    sep = seps[0]
+    parts = text.split(sep)
+    pieces, chunk = [], ""
+    for i, part in enumerate(parts):
+        # Flush the chunk when adding this part and a separator would exceed maxlen.
+        if chunk and part and len(chunk) + len(part) + 1 > maxlen:
+            pieces.extend(text_segmentate(chunk, maxlen, seps[1:], strips))
+            chunk = ""
+        chunk += part if i == len(parts) - 1 else part + sep
+    if chunk:
+        pieces.extend(text_segmentate(chunk, maxlen, seps[1:], strips))
+    return pieces
+
+
+def _lists_to_tuples(structure):
+    """Recursively replace lists by tuples (dict values too); leave arrays alone."""
+    if isinstance(structure, (list, tuple)):
+        return tuple(_lists_to_tuples(x) for x in structure)
+    if isinstance(structure, dict):
+        return {k: _lists_to_tuples(v) for k, v in structure.items()}
+    return structure
+
+
+class DataGenerator:
+    """Base class for batch generators, bert4keras style.
+
+    Subclasses implement ``__iter__(self, random=False)``, which walks
+    ``self.sample(random)`` and yields ready batches, typically
+    ``([token_ids, segment_ids], labels)`` built with :func:`sequence_padding`
+    (a tuple of ``(inputs, targets)``, as Keras expects)::
+
+        class Gen(DataGenerator):
+            def __iter__(self, random=False):
+                ids, labels = [], []
+                for is_end, (text, label) in self.sample(random):
+                    ids.append(tokenize(text))
+                    labels.append([label])
+                    if len(ids) == self.batch_size or is_end:
+                        yield sequence_padding(ids), sequence_padding(labels)
+                        ids, labels = [], []
+
+        gen = Gen(train_data, batch_size=32)
+        model.fit(gen.forfit(), steps_per_epoch=len(gen), epochs=10)
+        model.predict(gen.fortest(), steps=len(gen))
+
+    Args:
+        data: a sized, indexable sequence of examples (e.g. a list), or any
+            iterable (then ``len(gen)`` is unavailable and random sampling uses a
+            shuffle buffer).
+        batch_size: ``int >= 1``.
+        buffer_size: shuffle-buffer size for unsized ``data``; default
+            ``batch_size * 1000``.
+
+    Attributes:
+        steps: number of batches per pass, ``ceil(len(data) / batch_size)``, or
+            ``None`` for unsized data.
+
+    Raises:
+        ValueError: ``batch_size`` or ``buffer_size`` is not a positive integer.
+    """
+
+    def __init__(self, data, batch_size=32, buffer_size=None):
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"DataGenerator: batch_size must be a positive int, got {batch_size!r}")
+        self.data = data
+        self.batch_size = int(batch_size)
+        if hasattr(data, "__len__"):
+            self.steps = -(-len(data) // self.batch_size)
+        else:
+            self.steps = None
+        self.buffer_size = self.batch_size * 1000 if buffer_size is None else buffer_size
+        if int(self.buffer_size) != self.buffer_size or self.buffer_size < 1:
+            raise ValueError(
+                f"DataGenerator: buffer_size must be a positive int, got {buffer_size!r}"
+            )
+
+    def __len__(self):
+        """Number of batches per pass; ``TypeError`` if ``data`` has no length."""
+        if self.steps is None:
+            raise TypeError("DataGenerator: len() is undefined because data has no __len__")
+        return self.steps
+
+    def _shuffled(self):
+        if self.steps is not None and hasattr(self.data, "__getitem__"):
+            # Sized, indexable data: a full random permutation.
+            for i in np.random.permutation(len(self.data)):
+                yield self.data[i]
+            return
+        # Streaming data: fill a buffer, then emit a random buffered item per new item.
+        buffer = []
+        for d in self.data:
+            buffer.append(d)
+            if len(buffer) > self.buffer_size:
+                yield buffer.pop(np.random.randint(len(buffer)))
+        while buffer:
+            yield buffer.pop(np.random.randint(len(buffer)))
+
+    def sample(self, random=False):
+        """Yield ``(is_end, example)`` for one pass over ``data``.
+
+        ``is_end`` is ``True`` only for the last example, so ``__iter__`` knows when
+        to emit the final (possibly short) batch. With ``random=True`` the order is
+        shuffled with ``np.random`` (seed it with ``np.random.seed`` for
+        reproducibility). Empty data yields nothing.
+        """
+        it = self._shuffled() if random else iter(self.data)
+        sentinel = object()
+        current = next(it, sentinel)
+        if current is sentinel:
+            return
+        for nxt in it:
+            yield False, current
+            current = nxt
+        yield True, current
+
+    def __iter__(self, random=False):
+        """Yield batches for one pass; subclasses must override this."""
+        raise NotImplementedError("DataGenerator subclasses must implement __iter__(random)")
+
+    def _forever(self, random, transform):
+        """Repeat passes of ``__iter__(random)``, mapping each batch with ``transform``."""
+        while True:
+            produced = False
+            for batch in self.__iter__(random):
+                produced = True
+                yield transform(batch)
+            if not produced:
+                raise ValueError("DataGenerator: a pass over the data produced no batch")
+
+    def forfit(self, random=True):
+        """Endless batches for ``model.fit(gen.forfit(), steps_per_epoch=len(gen))``.
+
+        Passes over the data repeatedly, reshuffling each pass when ``random`` is
+        true. Lists inside a batch are turned into tuples, recursively: Keras 3
+        needs the batch itself to be a tuple ``(inputs, targets[, sample_weight])``,
+        and ``tf.data`` rejects the bert4keras idiom ``[token_ids, segment_ids]`` for
+        multiple inputs, while a tuple of arrays feeds a multi-input model the same
+        way on every backend.
+
+        Returns:
+            On the TensorFlow Keras backend a ``tf.data.Dataset`` of these batches
+            whose every dimension (batch and sequence dims included) is declared
+            unknown; otherwise a Python generator of NumPy batches. (Given a plain
+            generator, Keras on TensorFlow fixes every dimension on which its first
+            two batches agree, so per-batch padding to varying lengths fails later in
+            the epoch.) The first batch is produced when the dataset is built.
+
+        Raises:
+            ValueError: (when iterated / built) a pass over the data yields no batch,
+                rather than looping forever.
+        """
+        return _for_keras(self._forever(random, _lists_to_tuples))
+
+    def fortest(self, random=False):
+        """Endless ``(inputs,)`` 1-tuples (``batch[0]`` only) for prediction.
+
+        Like :meth:`forfit` (same return types per backend) but drops the targets.
+        Each item is the 1-tuple ``(batch[0],)``, the form Keras 3 ``predict``
+        requires from generators (a bare list of input arrays would be rejected or
+        read as ``(x, y)``); lists inside ``batch[0]`` become tuples. Being endless,
+        it needs an explicit step count:
+        ``model.predict(gen.fortest(), steps=len(gen))``.
+        """
+        return _for_keras(self._forever(random, lambda b: (_lists_to_tuples(b[0]),)))
+
+
+def _for_keras(stream):
+    """Return ``stream`` as-is, or as a shape-relaxed ``tf.data.Dataset`` on TF."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return stream
+    import tensorflow as tf
+
+    first = next(stream)
+
+    def spec(x):
+        x = np.asarray(x)
+        return tf.TensorSpec(shape=[None] * x.ndim, dtype=tf.as_dtype(x.dtype))
+
+    signature = tf.nest.map_structure(spec, first)
+    pending = [first]
+
+    def replay():
+        # Each new tf.data iterator resumes the shared endless stream; the peeked
+        # first batch is emitted once.
+        while pending:
+            yield pending.pop()
+        yield from stream
+
+    return tf.data.Dataset.from_generator(replay, output_signature=signature)
