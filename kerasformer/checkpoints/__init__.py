@@ -1,0 +1,27 @@
+"""Checkpoint I/O: reading and writing tensors in TF / safetensors / PyTorch formats.
+
+This package is the *format* layer (names, shapes, numpy arrays); mapping
+checkpoint names onto Keras weights is built on top of it.
+"""
+from kerasformer.checkpoints.readers import (
+    CheckpointReader,
+    SafetensorsReader,
+    ShardedReader,
+    TFCheckpointReader,
+    TorchBinReader,
+    find_config,
+    open_checkpoint,
+)
+from kerasformer.checkpoints.writers import save_safetensors, save_tf_checkpoint
+
+__all__ = [
+    "CheckpointReader",
+    "TFCheckpointReader",
+    "SafetensorsReader",
+    "ShardedReader",
+    "TorchBinReader",
+    "open_checkpoint",
+    "find_config",
+    "save_tf_checkpoint",
+    "save_safetensors",
+]
