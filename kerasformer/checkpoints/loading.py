@@ -248,7 +248,7 @@ def checkpoint_tensors(transformer, format="tf"):
             top_level = getattr(transformer, "hf_top_level", ())
             if not any(name.startswith(t) for t in top_level):
                 name = hf_prefix + name
-            tensors[name] = np.ascontiguousarray(array)
+            tensors[name] = np.require(array, requirements="C")
     return tensors
 
 

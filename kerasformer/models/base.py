@@ -142,6 +142,45 @@ class Transformer:
             x = self.apply_main_layers(x, index)
         return self.apply_final_layers(x)
 
+    def init_caches(self, batch_size, max_length, dtype=None):
+        """Zero KV caches for :meth:`call_with_cache`: one ``(keys, values)`` pair per
+        block, each [batch_size, max_length, heads, head_size]."""
+        dtype = dtype or keras.backend.floatx()
+        zeros = keras.ops.zeros
+        return [
+            (zeros((batch_size, max_length, self.num_attention_heads,
+                    self.attention_key_size), dtype),
+             zeros((batch_size, max_length, self.num_attention_heads,
+                    self.attention_head_size), dtype))
+            for _ in range(self.num_hidden_layers)
+        ]
+
+    def call_with_cache(self, inputs, caches, cache_index, attention_mask):
+        """Run the model's own layers on new tokens with a KV cache (for decoding).
+
+        Args:
+            inputs: the model's inputs for the new tokens only (same structure as
+                ``self.model.inputs``), each [batch, new_len].
+            caches: from :meth:`init_caches` or a previous call.
+            cache_index: int scalar, absolute position of the first new token; keys and
+                values of the new tokens are written there.
+            attention_mask: bool [batch, 1, new_len, max_length]: which cache slots each
+                new token may see (the caller knows padding and the LM/UniLM rule).
+        Returns:
+            ``(outputs, new_caches)``; outputs as the model's for the new tokens.
+        """
+        new_len = keras.ops.shape(self.token_ids_of(inputs))[1]
+        self.position_ids = keras.ops.arange(new_len, dtype="int32")[None] + cache_index
+        self.caches, self.cache_index = list(caches), cache_index
+        self.attention_mask = attention_mask
+        try:
+            x = self.apply_embeddings(inputs)
+            for index in range(self.num_hidden_layers):
+                x = self.apply_main_layers(x, index)
+            return self.apply_final_layers(x), self.caches
+        finally:
+            self.position_ids = self.caches = self.cache_index = self.attention_mask = None
+
     def prefixed(self, name):
         return self.prefix + name if name else name
 
