@@ -182,3 +182,20 @@ def test_keras_serialisation_round_trip(tmp_path):
 def test_unknown_kwarg_names_it():
     with pytest.raises(TypeError, match="with_poll"):
         build_transformer_model(**TINY, with_poll=True)
+
+
+def test_xla_compiled_predict_and_fit():
+    """The model compiles with XLA (jit_compile) on either backend and trains."""
+    model = build_transformer_model(**TINY, with_mlm="linear")
+    ids, seg = _ids(4, 8), np.zeros((4, 8), "int32")
+    eager = _run(model, [ids, seg])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=True,
+    )
+    # XLA fuses differently: float32 rounding only (values are O(1)).
+    np.testing.assert_allclose(model.predict([ids, seg], verbose=0), eager, rtol=1e-4, atol=1e-4)
+    history = model.fit([ids, seg], ids, epochs=5, batch_size=4, verbose=0)
+    losses = history.history["loss"]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
