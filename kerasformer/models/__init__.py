@@ -81,6 +81,12 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
         klass = extend_with_unified_language_model(klass)
 
     accepted = config_lib.accepted_arguments(klass) | set(_BUILD_ARGUMENTS)
+    if checkpoint_path is not None:
+        # Fail before building (and before a missing config turns this into a
+        # confusing "missing vocab_size" TypeError): name the path that is not there.
+        path = os.path.expanduser(os.fspath(checkpoint_path))
+        if not (os.path.exists(path) or os.path.exists(path + ".index")):
+            raise FileNotFoundError(f"No checkpoint at {path}: it does not exist")
     if config_path is None and checkpoint_path is not None:
         config_path = find_config(checkpoint_path)
     configs = {}

@@ -196,8 +196,6 @@ class Transformer:
         """
         name = self.prefixed(kwargs.get("name"))
         kwargs["name"] = name
-        if layer is keras.layers.Dropout and self.dropout_rate == 0 and "rate" not in kwargs:
-            kwargs["rate"] = 0.0
         if name not in self.layers:
             created = layer(**kwargs)
             self.layers[name] = created
