@@ -37,6 +37,7 @@ def test_builder_cached_forward_equals_full_lm_forward():
     full = ops.convert_to_numpy(transformer.model([ids, seg]))
     max_len = 12
     caches = transformer.init_caches(2, max_len)
+    assert sorted(caches) == ["self-0", "self-1"]
     outputs = []
     for start, stop in [(0, 4), (4, 5), (5, 6), (6, 7)]:
         mask = causal_mask(stop - start, max_len, offset=start)

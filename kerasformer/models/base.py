@@ -89,6 +89,7 @@ class Transformer:
         # Per-call state read by the hooks: the attention mask of the current graph and,
         # during cached decoding, the KV caches (see `call_with_cache`).
         self.attention_mask = None
+        self.context_mask = None
         self.position_ids = None
         self.caches = None
         self.cache_index = None
@@ -143,17 +144,20 @@ class Transformer:
         return self.apply_final_layers(x)
 
     def init_caches(self, batch_size, max_length, dtype=None):
-        """Zero KV caches for :meth:`call_with_cache`: one ``(keys, values)`` pair per
-        block, each [batch_size, max_length, heads, head_size]."""
+        """Zero KV caches for :meth:`call_with_cache`: ``{"self-i": (keys, values)}`` for
+        every block i, each [batch_size, max_length, heads, head_size]. Encoder-decoders
+        add read-only ``"cross-i"`` entries (projected encoder output)."""
         dtype = dtype or keras.backend.floatx()
         zeros = keras.ops.zeros
-        return [
-            (zeros((batch_size, max_length, self.num_attention_heads,
-                    self.attention_key_size), dtype),
-             zeros((batch_size, max_length, self.num_attention_heads,
-                    self.attention_head_size), dtype))
-            for _ in range(self.num_hidden_layers)
-        ]
+        return {
+            f"self-{i}": (
+                zeros((batch_size, max_length, self.num_attention_heads,
+                       self.attention_key_size), dtype),
+                zeros((batch_size, max_length, self.num_attention_heads,
+                       self.attention_head_size), dtype),
+            )
+            for i in range(self.num_hidden_layers)
+        }
 
     def call_with_cache(self, inputs, caches, cache_index, attention_mask):
         """Run the model's own layers on new tokens with a KV cache (for decoding).
@@ -171,7 +175,7 @@ class Transformer:
         """
         new_len = keras.ops.shape(self.token_ids_of(inputs))[1]
         self.position_ids = keras.ops.arange(new_len, dtype="int32")[None] + cache_index
-        self.caches, self.cache_index = list(caches), cache_index
+        self.caches, self.cache_index = dict(caches), cache_index
         self.attention_mask = attention_mask
         try:
             x = self.apply_embeddings(inputs)
@@ -274,48 +278,71 @@ class Transformer:
         )
 
     def attention_arguments(self, index):
-        """Call arguments of block `index`'s self-attention: the mask and, while decoding,
-        the cache slot of this layer."""
+        """Call arguments of block `index`'s self-attention (families add position
+        biases here)."""
         arguments = {"attention_mask": self.attention_mask}
         if self.position_ids is not None:
             arguments["position_ids"] = self.position_ids
-        if self.caches is not None:
-            arguments.update(cache=self.caches[index], cache_index=self.cache_index)
         return arguments
 
-    def apply_residual(self, x, index, name, layer, layer_kwargs, arguments=None):
+    def cross_attention_kwargs(self):
+        """Constructor kwargs of the cross-attention layers (encoder-decoders)."""
+        return self.attention_kwargs()
+
+    def cross_attention_arguments(self, index, context):
+        """Call arguments of block `index`'s cross-attention over `context`."""
+        return {"key_value": context, "attention_mask": self.context_mask}
+
+    def apply_residual(self, x, index, name, layer, layer_kwargs, arguments=None,
+                       cache_key=None):
         """One residual sub-block: ``[norm ->] sublayer -> dropout -> add [-> norm]``.
 
         Names follow bert4keras: ``{name}``, ``{name}-Dropout``, ``{name}-Add``,
-        ``{name}-Norm``. With a KV cache the attention layer's new cache is stored in
-        ``self.caches[index]``.
+        ``{name}-Norm``. While decoding (``self.caches`` set), the attention sub-block
+        reads ``self.caches[cache_key]``: ``"self-i"`` entries are written at
+        ``self.cache_index`` and replaced by the updated cache, ``"cross-i"`` entries are
+        read-only.
         """
+        arguments = dict(arguments or {})
+        cached = self.caches is not None and cache_key in self.caches
+        if cached:
+            dynamic = cache_key.startswith("self-")
+            arguments.update(cache=self.caches[cache_key],
+                             cache_index=self.cache_index if dynamic else None)
         residual = x
         if self.pre_norm:
             x = self.norm(x, name=f"{name}-Norm")
         x = self.apply(x, layer, arguments=arguments, name=name, **layer_kwargs)
-        if isinstance(x, tuple):  # (output, new_cache) from a cached attention call
-            x, self.caches[index] = x
+        if cached:
+            x, new_cache = x
+            if dynamic:
+                self.caches[cache_key] = new_cache
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name=f"{name}-Dropout")
         x = self.apply([residual, x], keras.layers.Add, name=f"{name}-Add")
         if not self.pre_norm:
             x = self.norm(x, name=f"{name}-Norm")
         return x
 
-    def apply_transformer_block(self, x, index, name=None):
-        """The shared block: self-attention then feed-forward, each residual.
+    def apply_transformer_block(self, x, index, name=None, context=None):
+        """The shared block: self-attention, cross-attention over `context` (decoders of
+        encoder-decoders only), feed-forward; each a residual sub-block.
 
         ``name`` defaults to ``Transformer-{index}``; ALBERT passes one name for all
-        blocks to share their weights.
+        blocks to share their weights, T5 prefixes ``Encoder-``/``Decoder-``.
         """
         name = name or f"Transformer-{index}"
         x = self.apply_residual(
             x, index, f"{name}-MultiHeadSelfAttention", MultiHeadAttention,
-            self.attention_kwargs(), self.attention_arguments(index),
+            self.attention_kwargs(), self.attention_arguments(index), f"self-{index}",
         )
+        if context is not None:
+            x = self.apply_residual(
+                x, index, f"{name}-MultiHeadCrossAttention", MultiHeadAttention,
+                self.cross_attention_kwargs(), self.cross_attention_arguments(index, context),
+                f"cross-{index}",
+            )
         x = self.apply_residual(
-            x, index, f"{name}-FeedForward", FeedForward,
-            self.feedforward_kwargs(),
+            x, index, f"{name}-FeedForward", FeedForward, self.feedforward_kwargs(),
         )
         return x
 
