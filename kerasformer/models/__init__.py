@@ -1,4 +1,5 @@
 """Model families and `build_transformer_model` (the bert4keras entry point)."""
+import importlib
 import os
 
 from .. import config as config_lib
@@ -12,10 +13,45 @@ from .base import (
 )
 from .bert import BERT, RoBERTa
 
+# Model name -> "module:class", imported on first use so one family's imports never
+# slow down or break another's.
 MODELS = {
-    "bert": BERT,
-    "roberta": RoBERTa,
+    "bert": "bert:BERT",
+    "roberta": "bert:RoBERTa",
+    "albert": "albert:ALBERT",
+    "albert_unshared": "albert:ALBERTUnshared",
+    "electra": "electra:ELECTRA",
+    "nezha": "nezha:NEZHA",
+    "roformer": "roformer:RoFormer",
+    "roformer_v2": "roformer:RoFormerV2",
+    "gau_alpha": "gau_alpha:GAUAlpha",
+    "gpt": "gpt:GPT",
+    "gpt2": "gpt:GPT2",
+    "gpt2_ml": "gpt:GPT2ML",
+    "t5": "t5:T5",
+    "t5_encoder": "t5:T5Encoder",
+    "t5_decoder": "t5:T5Decoder",
+    "t5.1.0": "t5:T5",
+    "t5.1.0_encoder": "t5:T5Encoder",
+    "t5.1.0_decoder": "t5:T5Decoder",
+    "t5.1.1": "t5:T5V11",
+    "t5.1.1_encoder": "t5:T5V11Encoder",
+    "t5.1.1_decoder": "t5:T5V11Decoder",
+    "mt5.1.1": "t5:T5V11",
+    "mt5.1.1_encoder": "t5:T5V11Encoder",
+    "mt5.1.1_decoder": "t5:T5V11Decoder",
 }
+
+
+def _resolve(name):
+    module_name, class_name = MODELS[name].split(":")
+    try:
+        module = importlib.import_module(f"{__name__}.{module_name}")
+        return getattr(module, class_name)
+    except (ImportError, AttributeError):
+        raise ValueError(
+            f"Model {name!r} is not available in this version of kerasformer"
+        ) from None
 
 APPLICATIONS = ("encoder", "lm", "unilm")
 
@@ -38,7 +74,7 @@ def get_model_class(model):
         key = model.lower()
         if key not in MODELS:
             raise ValueError(f"Unknown model {model!r}; known models: {sorted(MODELS)}")
-        return MODELS[key]
+        return _resolve(key)
     if isinstance(model, type) and issubclass(model, Transformer):
         return model
     raise TypeError(f"model must be a model name or a Transformer subclass, got {model!r}")

@@ -159,7 +159,8 @@ class Transformer:
             for i in range(self.num_hidden_layers)
         }
 
-    def call_with_cache(self, inputs, caches, cache_index, attention_mask):
+    def call_with_cache(self, inputs, caches, cache_index, attention_mask, position_ids=None,
+                        context_mask=None):
         """Run the model's own layers on new tokens with a KV cache (for decoding).
 
         Args:
@@ -170,20 +171,28 @@ class Transformer:
                 values of the new tokens are written there.
             attention_mask: bool [batch, 1, new_len, max_length]: which cache slots each
                 new token may see (the caller knows padding and the LM/UniLM rule).
+            position_ids: int [batch or 1, new_len] absolute positions of the new tokens
+                (default ``cache_index + arange(new_len)``; left-padded batches pass
+                per-row positions).
+            context_mask: bool [batch, 1, 1, context_len], the encoder padding mask for
+                the read-only ``"cross-i"`` caches of encoder-decoders.
         Returns:
             ``(outputs, new_caches)``; outputs as the model's for the new tokens.
         """
         new_len = keras.ops.shape(self.token_ids_of(inputs))[1]
-        self.position_ids = keras.ops.arange(new_len, dtype="int32")[None] + cache_index
+        if position_ids is None:
+            position_ids = keras.ops.arange(new_len, dtype="int32")[None] + cache_index
+        self.position_ids = position_ids
         self.caches, self.cache_index = dict(caches), cache_index
-        self.attention_mask = attention_mask
+        self.attention_mask, self.context_mask = attention_mask, context_mask
         try:
             x = self.apply_embeddings(inputs)
             for index in range(self.num_hidden_layers):
                 x = self.apply_main_layers(x, index)
             return self.apply_final_layers(x), self.caches
         finally:
-            self.position_ids = self.caches = self.cache_index = self.attention_mask = None
+            self.position_ids = self.caches = self.cache_index = None
+            self.attention_mask = self.context_mask = None
 
     def prefixed(self, name):
         return self.prefix + name if name else name
