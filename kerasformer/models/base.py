@@ -117,7 +117,9 @@ class Transformer:
         ]
         outputs = self.call(inputs)
         self.set_outputs(outputs)
-        self.model = keras.Model(self.inputs, self.outputs, name=self.name)
+        # A single input is passed bare so `model(token_ids)` works without a list.
+        model_inputs = self.inputs[0] if len(self.inputs) == 1 else self.inputs
+        self.model = keras.Model(model_inputs, self.outputs, name=self.name)
         self.built = True
         return self.model
 
@@ -128,7 +130,6 @@ class Transformer:
             if not any(t is layer_norm_cond for t in inputs + extra):
                 extra.append(layer_norm_cond)
         self.inputs = inputs + extra
-        self.input = self.inputs[0] if len(self.inputs) == 1 else None
 
     def set_outputs(self, outputs):
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
@@ -426,7 +427,10 @@ class UniLMMask:
 
 def extend_with_language_model(base):
     """Return a subclass of `base` with the causal mask and, for encoders with an MLM
-    head, that head on by default (as bert4keras)."""
+    head, that head on by default (as bert4keras). A model that is already causal
+    (GPT family) is returned unchanged."""
+    if issubclass(base, LMMask):
+        return base
 
     class LanguageModel(LMMask, base):
         def __init__(self, *args, **kwargs):
@@ -439,7 +443,14 @@ def extend_with_language_model(base):
 
 
 def extend_with_unified_language_model(base):
-    """Return a subclass of `base` with the UniLM mask (and the MLM head on by default)."""
+    """Return a subclass of `base` with the UniLM mask (and the MLM head on by default).
+
+    Raises:
+        ValueError: for a model that is causal by construction (GPT family).
+    """
+    if issubclass(base, LMMask):
+        raise ValueError(f"{base.__name__} is a causal language model; application='unilm' "
+                         "needs a bidirectional encoder such as BERT")
 
     class UnifiedLanguageModel(UniLMMask, base):
         def __init__(self, *args, **kwargs):
