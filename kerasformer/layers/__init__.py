@@ -1,16 +1,23 @@
 """Layers of kerasformer models (all registered for `.keras` serialisation)."""
 from .attention import MultiHeadAttention
 from .core import Activation, AttentionMask, BiasAdd, TakeToken
+from .crf import ConditionalRandomField
 from .embeddings import Embedding, PositionEmbedding
 from .feedforward import FeedForward
+from .gau import GatedAttentionUnit
+from .heads import EfficientGlobalPointer, GlobalPointer
 from .normalization import LayerNormalization
 
 __all__ = [
     "Activation",
     "AttentionMask",
     "BiasAdd",
+    "ConditionalRandomField",
+    "EfficientGlobalPointer",
     "Embedding",
     "FeedForward",
+    "GatedAttentionUnit",
+    "GlobalPointer",
     "LayerNormalization",
     "MultiHeadAttention",
     "PositionEmbedding",

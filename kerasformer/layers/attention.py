@@ -1,7 +1,9 @@
-"""Multi-head attention with masks, additive position biases, RoPE and a KV cache."""
+"""Multi-head attention with masks, additive position biases, RoPE, Shaw-style relative
+position embeddings (NEZHA) and a KV cache."""
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from ..ops import apply_rotary, large_negative
@@ -26,6 +28,12 @@ class MultiHeadAttention(keras.layers.Layer):
           logits (T5 relative bias, ALiBi...).
         - position_ids: int [batch or 1, q_len] absolute positions of the queries; used
           only with ``rotary`` (keys of a cache were rotated when written).
+        - relative_positions: float [q_len, k_len, key_size] (or
+          [batch, q_len, k_len, key_size]) relative position embeddings ``a_ij`` used
+          the "typical relative" way of Shaw et al. 2018 (arXiv:1803.02155) and NEZHA
+          (arXiv:1909.00204): ``logits_ij = q_i . (k_j + a_ij) / sqrt(key_size)`` and
+          ``out_i = sum_j p_ij (v_j + a_ij)``; see :class:`RelativePositionEmbedding`.
+          Needs ``key_size == head_size`` (ValueError otherwise).
         - cache: ``(key_cache, value_cache)``, each [batch, max_len, heads, size].
           With ``cache_index`` (int scalar) the new keys/values are written at
           ``cache_index`` and attention runs over the whole cache (the mask must hide the
@@ -84,7 +92,13 @@ class MultiHeadAttention(keras.layers.Layer):
         return ops.reshape(x, (b, t, self.heads, size))
 
     def call(self, query, key_value=None, attention_mask=None, attention_bias=None,
-             position_ids=None, cache=None, cache_index=None, training=None):
+             position_ids=None, cache=None, cache_index=None, training=None,
+             relative_positions=None):
+        if relative_positions is not None and self.key_size != self.head_size:
+            raise ValueError(
+                "relative_positions are added to keys and values alike, so they need "
+                f"key_size == head_size; got {self.key_size} and {self.head_size}"
+            )
         q = self._split(self.q_dense(query), self.key_size)
         if self.rotary:
             if position_ids is None:
@@ -104,14 +118,20 @@ class MultiHeadAttention(keras.layers.Layer):
                 start = (0, cache_index, 0, 0)
                 k = ops.slice_update(cache[0], start, ops.cast(k, cache[0].dtype))
                 v = ops.slice_update(cache[1], start, ops.cast(v, cache[1].dtype))
-        out = self._attend(q, k, v, attention_mask, attention_bias, training)
+        out = self._attend(q, k, v, attention_mask, attention_bias, training,
+                           relative_positions)
         out = self.o_dense(out)
         if cache is not None:
             return out, (k, v)
         return out
 
-    def _attend(self, q, k, v, attention_mask, attention_bias, training):
+    def _attend(self, q, k, v, attention_mask, attention_bias, training,
+                relative_positions=None):
         scores = ops.einsum("bqnd,bknd->bnqk", q, k)
+        if relative_positions is not None:
+            # Added before the 1/sqrt(d) scale, as in NEZHA's and bert4keras's code.
+            relative_positions = ops.cast(relative_positions, q.dtype)
+            scores = scores + _relative_einsum("bqnd,{r}->bnqk", q, relative_positions)
         scores = ops.cast(scores, "float32")  # softmax in float32 under mixed precision
         if self.attention_scale:
             scores = scores / math.sqrt(self.key_size)
@@ -122,6 +142,8 @@ class MultiHeadAttention(keras.layers.Layer):
         probs = ops.cast(ops.softmax(scores, axis=-1), v.dtype)
         probs = self.dropout(probs, training=training)
         out = ops.einsum("bnqk,bknd->bqnd", probs, v)
+        if relative_positions is not None:
+            out = out + _relative_einsum("bnqk,{r}->bqnd", probs, relative_positions)
         b, t = ops.shape(out)[0], ops.shape(out)[1]
         return ops.reshape(out, (b, t, self.heads * self.head_size))
 
@@ -142,4 +164,98 @@ class MultiHeadAttention(keras.layers.Layer):
             rotary=self.rotary,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
         )
+        return config
+
+
+def _relative_einsum(equation, x, relative_positions):
+    """``einsum`` with a relative table shared by the batch ([q, k, d]: "qkd") or given
+    per example ([batch, q, k, d]: "bqkd")."""
+    r = "qkd" if len(relative_positions.shape) == 3 else "bqkd"
+    return ops.einsum(equation.format(r=r), x, relative_positions)
+
+
+def nezha_sinusoidal_table(rows, dim):
+    """NEZHA's fixed relative-position table (arXiv:1909.00204, section 3.2): row ``p``
+    holds ``sin(p / 10000**(2i/dim))`` at dim ``2i`` and ``cos(...)`` at ``2i + 1``
+    (interleaved), where ``p`` is the bucket index ``0..rows-1`` (clipped distance plus
+    the maximum distance), not the signed distance -- as in NEZHA's TF code and
+    bert4keras's ``Sinusoidal`` initializer.
+
+    Returns:
+        float64 numpy array [rows, dim].
+    """
+    if dim % 2:
+        raise ValueError(f"sinusoidal embedding size must be even, got {dim}")
+    positions = np.arange(rows, dtype=np.float64)[:, None]
+    inv = np.power(10000.0, -2.0 * np.arange(dim // 2, dtype=np.float64) / dim)
+    angles = positions * inv
+    return np.stack([np.sin(angles), np.cos(angles)], axis=-1).reshape(rows, dim)
+
+
+@keras.saving.register_keras_serializable(package="kerasformer")
+class RelativePositionEmbedding(keras.layers.Layer):
+    """Clipped relative position embeddings ``a_ij = T[clip(j - i, -m, m) + m]`` (Shaw et
+    al. 2018, arXiv:1803.02155) with NEZHA's functional sinusoidal table ``T`` of
+    ``2m + 1`` rows (Wei et al. 2019, arXiv:1909.00204; :func:`nezha_sinusoidal_table`).
+    The table is a constant, not a weight: nothing to train, load or save.
+
+    Call: ``layer(x, position_ids=None, key_positions=None)``
+
+        - x: [batch, q_len, ...]; only its length is read when ``position_ids`` is None.
+        - position_ids: int [batch or 1, q_len] positions of the queries
+          (default ``0..q_len-1``).
+        - key_positions: int [batch or 1, k_len] positions of the keys (default: the
+          query positions; cached decoding passes the cache slots ``0..max_len-1``).
+
+    Returns:
+        [q_len, k_len, output_dim] in the compute dtype when the positions are shared by
+        the batch (leading dimension 1 or defaults), else [batch, q_len, k_len, output_dim].
+        Feed it to :class:`MultiHeadAttention` as ``relative_positions``.
+
+    Args:
+        max_distance: ``m``, the clipping distance (NEZHA: 64, i.e. 129 rows).
+        output_dim: embedding size (the attention key size).
+    """
+
+    def __init__(self, max_distance=64, output_dim=64, **kwargs):
+        super().__init__(**kwargs)
+        self.max_distance = max_distance
+        self.output_dim = output_dim
+        self._table = nezha_sinusoidal_table(2 * max_distance + 1, output_dim)
+
+    def call(self, inputs, position_ids=None, key_positions=None):
+        if position_ids is None:
+            position_ids = ops.arange(ops.shape(inputs)[1], dtype="int32")[None]
+        position_ids = ops.cast(position_ids, "int32")
+        key_positions = position_ids if key_positions is None else ops.cast(
+            key_positions, "int32")
+        distance = key_positions[:, None, :] - position_ids[:, :, None]
+        buckets = ops.clip(distance, -self.max_distance, self.max_distance) + self.max_distance
+        table = ops.convert_to_tensor(self._table.astype(self.compute_dtype))
+        out = ops.take(table, buckets, axis=0)  # [batch or 1, q_len, k_len, dim]
+        if self._shared(position_ids, key_positions):
+            out = out[0]
+        return out
+
+    @staticmethod
+    def _shared(position_ids, key_positions):
+        return position_ids.shape[0] == 1 and key_positions.shape[0] == 1
+
+    def compute_output_spec(self, inputs, position_ids=None, key_positions=None):
+        q_len = inputs.shape[1] if position_ids is None else position_ids.shape[1]
+        if key_positions is None:
+            k_len, key_batch = q_len, None
+        else:
+            k_len, key_batch = key_positions.shape[1], key_positions.shape[0]
+        shape = (q_len, k_len, self.output_dim)
+        query_batch = 1 if position_ids is None else position_ids.shape[0]
+        key_batch = query_batch if key_batch is None else key_batch
+        if not (query_batch == 1 and key_batch == 1):
+            batch = query_batch if query_batch != 1 else key_batch
+            shape = (batch,) + shape
+        return keras.KerasTensor(shape, dtype=self.compute_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(max_distance=self.max_distance, output_dim=self.output_dim)
         return config
