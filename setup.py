@@ -32,5 +32,5 @@ setup(
         "sentencepiece": ["sentencepiece"],
         "examples": ["scipy", "tqdm"],
     },
-    entry_points={},
+    entry_points={"console_scripts": ["kerasformer=kerasformer.cli:main"]},
 )

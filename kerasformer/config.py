@@ -22,7 +22,6 @@ ALIASES = {
     "n_head": "num_attention_heads",
     "n_inner": "intermediate_size",
     "n_positions": "max_position",
-    "n_ctx": "max_position",
     "activation_function": "hidden_act",
     "resid_pdrop": "dropout_rate",
     "attn_pdrop": "attention_dropout_rate",
