@@ -441,3 +441,297 @@ def _for_keras(stream):
         yield from stream
 
     return tf.data.Dataset.from_generator(replay, output_signature=signature)
+
+
+# ----------------------------------------------------------------------------- decoding
+
+__all__.append("AutoRegressiveDecoder")
+
+
+def _softmax(x, axis=-1):
+    x = x - x.max(axis=axis, keepdims=True)
+    x = np.exp(x)
+    return x / x.sum(axis=axis, keepdims=True)
+
+
+class AutoRegressiveDecoder:
+    """Base class of autoregressive decoders with bert4keras's API (beam search and
+    random sampling in NumPy, re-running the model on the whole prefix every step).
+
+    Subclass it and define ``predict``, decorated with :meth:`wraps`::
+
+        class Titler(AutoRegressiveDecoder):
+            @AutoRegressiveDecoder.wraps(default_rtype="probas")
+            def predict(self, inputs, output_ids, states):
+                token_ids, segment_ids = inputs
+                token_ids = np.concatenate([token_ids, output_ids], 1)
+                segment_ids = np.concatenate([segment_ids, np.ones_like(output_ids)], 1)
+                return self.last_token(model)([token_ids, segment_ids])
+
+        titler = Titler(start_id=None, end_id=tokenizer._token_end_id, maxlen=32)
+        ids = titler.beam_search([token_ids, segment_ids], topk=3)
+
+    ``inputs`` are the model inputs of ONE example (each a 1-D list/array); ``predict``
+    receives them batched ``[rows, ...]`` together with ``output_ids`` ``[rows, t]``
+    (the tokens decoded so far, starting with ``start_id`` unless it is None) and
+    returns scores ``[rows, vocab]`` (NumPy or backend tensors): probabilities for
+    ``default_rtype="probas"``, logits for ``"logits"``; with ``use_states=True`` it
+    returns ``(scores, states)`` and gets the previous ``states`` back (they are passed
+    through, not reordered or filtered with the beams, as in bert4keras).
+
+    For speed use :func:`kerasformer.generation.generate` (compiled, KV cache). Calling
+    ``self.last_token(model)(inputs)`` directly is faster than ``.predict(inputs)``,
+    which on JAX compiles anew for every new prefix length.
+
+    Args:
+        start_id: first token of every output (e.g. a decoder start id), or None.
+        end_id: the token that ends a sequence.
+        maxlen: maximum number of decoding steps.
+        minlen: sequences shorter than this (in output tokens, ``start_id`` included)
+            are not considered finished.
+    """
+
+    def __init__(self, start_id, end_id, maxlen, minlen=1):
+        self.start_id = start_id
+        self.end_id = end_id
+        self.maxlen = maxlen
+        self.minlen = minlen
+        self.models = {}
+        if start_id is None:
+            self.first_output_ids = np.empty((1, 0), dtype=int)
+        else:
+            self.first_output_ids = np.array([[start_id]])
+
+    @staticmethod
+    def wraps(default_rtype="probas", use_states=False):
+        """Decorator for ``predict(self, inputs, output_ids, states)``.
+
+        The decorated method is called as ``predict(inputs, output_ids, states,
+        temperature=1, rtype=default_rtype)`` and returns ``(scores, states)``:
+        probabilities (``rtype="probas"``) or ``log(probas + 1e-12)``
+        (``rtype="logits"``), tempered: ``softmax(logits / temperature)`` when the
+        model gives logits, ``p ** (1 / temperature)`` renormalised when it gives
+        probabilities.
+
+        Args:
+            default_rtype: what the user's predict returns, ``"probas"`` or ``"logits"``.
+            use_states: whether the user's predict takes and returns ``states``.
+
+        Raises:
+            ValueError: for an unknown ``default_rtype`` / ``rtype``.
+        """
+        if default_rtype not in ("probas", "logits"):
+            raise ValueError(f"default_rtype must be 'probas' or 'logits', got {default_rtype!r}")
+
+        def decorator(predict):
+            def new_predict(self, inputs, output_ids, states, temperature=1,
+                            rtype=default_rtype):
+                if rtype not in ("probas", "logits"):
+                    raise ValueError(f"rtype must be 'probas' or 'logits', got {rtype!r}")
+                prediction = predict(self, inputs, output_ids, states)
+                if use_states:
+                    scores, states = prediction
+                else:
+                    scores, states = prediction, None
+                scores = np.asarray(scores)
+                if default_rtype == "logits":
+                    probas = _softmax(scores / temperature)
+                elif temperature != 1:
+                    probas = np.power(scores, 1.0 / temperature)
+                    probas = probas / probas.sum(axis=-1, keepdims=True)
+                else:
+                    probas = scores
+                if rtype == "probas":
+                    return probas, states
+                return np.log(probas + 1e-12), states
+
+            new_predict.__name__ = getattr(predict, "__name__", "predict")
+            new_predict.__doc__ = getattr(predict, "__doc__", None)
+            return new_predict
+
+        return decorator
+
+    def last_token(self, model):
+        """A keras.Model with `model`'s inputs whose outputs are `model`'s outputs at the
+        last position (``[batch, seq_len, ...] -> [batch, ...]``); built once per model."""
+        key = id(model)
+        if key not in self.models:
+            import keras
+
+            from .layers import TakeToken
+
+            outputs = [TakeToken(index=-1)(output) for output in model.outputs]
+            outputs = outputs[0] if len(outputs) == 1 else outputs
+            # `model.input` keeps the original structure (one tensor or a list).
+            self.models[key] = (model, keras.Model(model.input, outputs))
+        return self.models[key][1]
+
+    def predict(self, inputs, output_ids, states=None):
+        """Score the next token; subclasses define it (decorated with :meth:`wraps`)."""
+        raise NotImplementedError("define predict(self, inputs, output_ids, states)")
+
+    def beam_search(self, inputs, topk, states=None, temperature=1, min_ends=1):
+        """Beam search with beam size `topk` (bert4keras semantics).
+
+        Scores are summed log-probabilities (no length penalty). Decoding stops as soon as
+        the best-scoring beam holds `min_ends` end tokens (once at least `minlen` tokens
+        are out); finished beams leave the beam, which then shrinks.
+
+        Returns:
+            1-D int array: the best sequence (``start_id`` and the end token included).
+        """
+        inputs = [np.array([i]) for i in inputs]
+        output_ids, output_scores = self.first_output_ids, np.zeros(1)
+        for step in range(self.maxlen):
+            scores, states = self.predict(inputs, output_ids, states, temperature, "logits")
+            if step == 0:  # one row was scored; from now on there are topk rows
+                inputs = [np.repeat(i, topk, axis=0) for i in inputs]
+            scores = output_scores.reshape((-1, 1)) + scores
+            indices = np.argsort(-scores, axis=None, kind="stable")[:topk]
+            rows, tokens = np.divmod(indices, scores.shape[1])
+            output_ids = np.concatenate([output_ids[rows], tokens[:, None]], 1)
+            output_scores = scores.reshape(-1)[indices]
+            end_counts = (output_ids == self.end_id).sum(1)
+            if output_ids.shape[1] >= self.minlen:
+                best = output_scores.argmax()
+                if end_counts[best] == min_ends:
+                    return output_ids[best]
+                unfinished = end_counts < min_ends
+                if not unfinished.all():
+                    inputs = [i[unfinished] for i in inputs]
+                    output_ids = output_ids[unfinished]
+                    output_scores = output_scores[unfinished]
+                    topk = int(unfinished.sum())
+        return output_ids[output_scores.argmax()]
+
+    def random_sample(self, inputs, n, topk=None, topp=None, states=None, temperature=1,
+                      min_ends=1):
+        """Draw `n` sequences by sampling (bert4keras semantics, ``np.random``).
+
+        Args:
+            topk: sample among the `topk` most likely tokens only.
+            topp: then among the most likely tokens whose cumulative probability first
+                reaches `topp` (the token crossing it included).
+
+        Returns:
+            list of `n` 1-D int arrays (finished ones first, in finishing order).
+        """
+        inputs = [np.array([i]) for i in inputs]
+        output_ids = self.first_output_ids
+        results = []
+        for step in range(self.maxlen):
+            probas, states = self.predict(inputs, output_ids, states, temperature, "probas")
+            probas = probas / probas.sum(axis=1, keepdims=True)
+            if step == 0:  # one row was scored; from now on there are n rows
+                probas = np.repeat(probas, n, axis=0)
+                inputs = [np.repeat(i, n, axis=0) for i in inputs]
+                output_ids = np.repeat(output_ids, n, axis=0)
+            if topk is not None:
+                k_indices = np.argpartition(probas, -topk, axis=1)[:, -topk:]
+                probas = np.take_along_axis(probas, k_indices, axis=1)
+                probas /= probas.sum(axis=1, keepdims=True)
+            if topp is not None:
+                p_indices = probas.argsort(axis=1)[:, ::-1]
+                probas = np.take_along_axis(probas, p_indices, axis=1)
+                cumulative = np.cumsum(probas, axis=1)
+                # Drop what comes after the token at which the mass reaches topp.
+                drop = np.roll(cumulative >= topp, 1, axis=1)
+                drop[:, 0] = False
+                probas[drop] = 0
+                probas /= probas.sum(axis=1, keepdims=True)
+            sample_ids = np.array([np.random.choice(len(p), p=p) for p in probas])[:, None]
+            if topp is not None:
+                sample_ids = np.take_along_axis(p_indices, sample_ids, axis=1)
+            if topk is not None:
+                sample_ids = np.take_along_axis(k_indices, sample_ids, axis=1)
+            output_ids = np.concatenate([output_ids, sample_ids], 1)
+            end_counts = (output_ids == self.end_id).sum(1)
+            if output_ids.shape[1] >= self.minlen:
+                finished = end_counts == min_ends
+                if finished.any():
+                    results.extend(output_ids[finished])
+                    unfinished = ~finished
+                    inputs = [i[unfinished] for i in inputs]
+                    output_ids = output_ids[unfinished]
+                    if len(output_ids) == 0:
+                        break
+        results.extend(output_ids)
+        return results
+
+
+# ------------------------------------------------------------------------- CRF decoding
+
+__all__.append("ViterbiDecoder")
+
+
+class ViterbiDecoder:
+    """Viterbi decoding of a linear-chain CRF in NumPy, with bert4keras's API.
+
+    The in-graph, batched equivalent is ``ConditionalRandomField(...)(x, decode=True)``
+    (:mod:`kerasformer.layers.crf`); this one decodes one unpadded sequence at a time and
+    can forbid start and end labels (e.g. no sequence may start with an ``I-`` tag)::
+
+        decoder = ViterbiDecoder(crf.trans.numpy(), starts=[0, 1, 3], ends=[0, 2, 4])
+        labels = decoder.decode(emissions[1:-1])  # drop [CLS] and [SEP]
+
+    Args:
+        trans: transition scores ``[num_labels, num_labels]`` (``trans[i, j]`` for label
+            ``i`` followed by ``j``), array-like.
+        starts: labels allowed at the first position (None: all).
+        ends: labels allowed at the last position (None: all).
+
+    Attributes:
+        trans: ``float64`` copy of ``trans``; ``num_labels``; ``non_starts`` and
+            ``non_ends``: the sorted lists of forbidden labels.
+
+    Raises:
+        ValueError: ``trans`` is not square.
+    """
+
+    def __init__(self, trans, starts=None, ends=None):
+        self.trans = np.array(trans, dtype="float64")
+        if self.trans.ndim != 2 or self.trans.shape[0] != self.trans.shape[1]:
+            raise ValueError(
+                f"ViterbiDecoder: trans must be [num_labels, num_labels], got {self.trans.shape}"
+            )
+        self.num_labels = self.trans.shape[0]
+        labels = range(self.num_labels)
+        self.non_starts = [] if starts is None else [i for i in labels if i not in set(starts)]
+        self.non_ends = [] if ends is None else [i for i in labels if i not in set(ends)]
+
+    def decode(self, nodes):
+        """Best label path for emission scores ``nodes`` ``[seq_len, num_labels]``.
+
+        Maximises ``sum_t nodes[t, y_t] + sum_t trans[y_{t-1}, y_t]`` over paths whose
+        first label is in ``starts`` and last label in ``ends``; ties go to the smaller
+        label index. ``nodes`` is not modified (bert4keras's version wrote ``-inf`` into
+        it).
+
+        Returns:
+            ``np.ndarray`` of ``int64`` labels, shape ``[seq_len]`` (empty for an empty
+            input).
+
+        Raises:
+            ValueError: ``nodes`` is not ``[seq_len, num_labels]``.
+        """
+        nodes = np.array(nodes, dtype="float64")  # a copy: the input stays untouched
+        if nodes.ndim != 2 or nodes.shape[1] != self.num_labels:
+            raise ValueError(
+                f"ViterbiDecoder.decode: nodes must be [seq_len, {self.num_labels}], "
+                f"got {nodes.shape}"
+            )
+        if len(nodes) == 0:
+            return np.zeros((0,), "int64")
+        nodes[0, self.non_starts] = -np.inf
+        nodes[-1, self.non_ends] = -np.inf
+        scores = nodes[0]
+        pointers = []
+        for t in range(1, len(nodes)):
+            candidates = scores[:, None] + self.trans  # [previous label, label]
+            best = candidates.argmax(axis=0)
+            pointers.append(best)
+            scores = candidates[best, np.arange(self.num_labels)] + nodes[t]
+        path = [int(scores.argmax())]
+        for best in reversed(pointers):
+            path.append(int(best[path[-1]]))
+        return np.array(path[::-1], dtype="int64")
