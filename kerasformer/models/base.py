@@ -443,14 +443,8 @@ def extend_with_language_model(base):
 
 
 def extend_with_unified_language_model(base):
-    """Return a subclass of `base` with the UniLM mask (and the MLM head on by default).
-
-    Raises:
-        ValueError: for a model that is causal by construction (GPT family).
-    """
-    if issubclass(base, LMMask):
-        raise ValueError(f"{base.__name__} is a causal language model; application='unilm' "
-                         "needs a bidirectional encoder such as BERT")
+    """Return a subclass of `base` with the UniLM mask (and the MLM head on by default);
+    its mask replaces a causal model's own (bert4keras allows UniLM on GPT)."""
 
     class UnifiedLanguageModel(UniLMMask, base):
         def __init__(self, *args, **kwargs):

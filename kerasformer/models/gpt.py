@@ -12,10 +12,9 @@
 
 All three are causal language models by construction: they inherit :class:`LMMask`
 (as bert4keras's ``GPT(LM_Mask, BERT)``; generation recognizes causal models by it) and
-refine its mask in :meth:`GPT.compute_attention_mask`. Build them with the default
-``application="encoder"``: ``application="lm"`` mixes :class:`LMMask` in a second time,
-which Python rejects (inconsistent MRO) until that wrapper skips classes that already
-are LMMask; ``application="unilm"`` gives GPT (with segments) a UniLM mask. All end in
+refine its mask in :meth:`GPT.compute_attention_mask`. ``application="encoder"`` and
+``application="lm"`` build the same causal model; ``application="unilm"`` gives GPT
+(with segments) a UniLM mask. All end in
 the token embedding used as the output projection followed by ``LM-Activation``
 (softmax by default, as bert4keras; ``final_activation="linear"`` gives logits).
 
