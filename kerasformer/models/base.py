@@ -13,6 +13,7 @@ tensors with a KV cache (generation) work without copies.
 """
 import keras
 
+from .. import remat
 from ..checkpoints import loading
 from ..initializers import TruncatedNormal
 from ..layers import AttentionMask, FeedForward, LayerNormalization, MultiHeadAttention
@@ -42,6 +43,9 @@ class Transformer:
         ignore_invalid_weights: load what matches and only warn about the rest.
         prefix: prepended to every layer name (two models in one graph).
         name: name of the keras.Model.
+        gradient_checkpointing: recompute attention/FFN/norm activations in the backward
+            pass instead of storing them (`kerasformer.remat`; Chen et al. 2016,
+            arXiv:1604.06174); gradients are unchanged.
     """
 
     # Whether the block normalizes after the residual (BERT) or before (GPT-2, T5).
@@ -54,7 +58,8 @@ class Transformer:
                  attention_dropout_rate=0.0, embedding_size=None, attention_head_size=None,
                  attention_key_size=None, sequence_length=None, keep_tokens=None,
                  compound_tokens=None, layer_norm_epsilon=1e-12, initializer_range=0.02,
-                 pad_token_id=0, ignore_invalid_weights=False, prefix=None, name=None):
+                 pad_token_id=0, ignore_invalid_weights=False, prefix=None, name=None,
+                 gradient_checkpointing=False):
         if keep_tokens is not None:
             vocab_size = len(keep_tokens)
         if compound_tokens is not None:
@@ -84,6 +89,7 @@ class Transformer:
         self.ignore_invalid_weights = ignore_invalid_weights
         self.prefix = prefix or ""
         self.name = name
+        self.gradient_checkpointing = gradient_checkpointing
         self.layers = {}
         self.built = False
         # Per-call state read by the hooks: the attention mask of the current graph and,
@@ -212,6 +218,8 @@ class Transformer:
         kwargs["name"] = name
         if name not in self.layers:
             created = layer(**kwargs)
+            if self.gradient_checkpointing:
+                created = remat.maybe_rematerialize(created)
             self.layers[name] = created
         elif not isinstance(self.layers[name], layer):
             raise ValueError(
