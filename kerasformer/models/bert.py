@@ -65,31 +65,44 @@ class BERT(Transformer):
     def segment_ids_of(self, inputs):
         return inputs[1] if self.segment_vocab_size > 0 else None
 
-    def apply_embeddings(self, inputs):
-        x = inputs[0]
+    def apply_token_embeddings(self, inputs):
+        """``Embedding-Token`` plus, with segments, ``Embedding-Segment`` (or the token
+        table itself when ``shared_segment_embeddings``, as GPT does)."""
         x = self.apply(
-            x, Embedding, input_dim=self.vocab_size, output_dim=self.embedding_size,
+            inputs[0], Embedding, input_dim=self.vocab_size, output_dim=self.embedding_size,
             embeddings_initializer=self.initializer, name="Embedding-Token",
         )
         if self.segment_vocab_size > 0:
-            s = self.apply(
-                inputs[1], Embedding, input_dim=self.segment_vocab_size,
-                output_dim=self.embedding_size, embeddings_initializer=self.initializer,
-                name="Embedding-Segment",
-            )
+            if getattr(self, "shared_segment_embeddings", False):
+                s = self.apply(inputs[1], Embedding, name="Embedding-Token")
+            else:
+                s = self.apply(
+                    inputs[1], Embedding, input_dim=self.segment_vocab_size,
+                    output_dim=self.embedding_size, embeddings_initializer=self.initializer,
+                    name="Embedding-Segment",
+                )
             x = self.apply([x, s], keras.layers.Add, name="Embedding-Token-Segment")
+        return x
+
+    def apply_position_embeddings(self, x, inputs):
+        """Adds ``Embedding-Position`` (learned absolute positions; custom ids, cached
+        decoding offsets and hierarchical extension handled here)."""
         arguments = {}
         if self.custom_position_ids:
             x = [x, inputs[-1]]
         elif self.position_ids is not None:
             arguments["position_ids"] = self.position_ids
-        x = self.apply(
+        return self.apply(
             x, PositionEmbedding, arguments=arguments, input_dim=self.max_position,
             output_dim=self.embedding_size, merge_mode="add",
             hierarchical=self.hierarchical_position,
             custom_position_ids=self.custom_position_ids,
             embeddings_initializer=self.initializer, name="Embedding-Position",
         )
+
+    def apply_embeddings(self, inputs):
+        x = self.apply_token_embeddings(inputs)
+        x = self.apply_position_embeddings(x, inputs)
         x = self.norm(x, name="Embedding-Norm")
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
         if self.embedding_size != self.hidden_size:

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..checkpoints import loading
 from ..checkpoints.loading import TensorMap
-from ..layers import Activation, AttentionMask, Embedding, PositionEmbedding
+from ..layers import Activation, AttentionMask, Embedding
 from .base import LMMask
 from .bert import BERT
 
@@ -142,32 +142,8 @@ class GPT(LMMask, BERT):
 
     def apply_embeddings(self, inputs):
         inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-        x = self.apply(
-            inputs[0], Embedding, input_dim=self.vocab_size, output_dim=self.embedding_size,
-            embeddings_initializer=self.initializer, name="Embedding-Token",
-        )
-        if self.segment_vocab_size > 0:
-            if self.shared_segment_embeddings:
-                s = self.apply(inputs[1], Embedding, name="Embedding-Token")
-            else:
-                s = self.apply(
-                    inputs[1], Embedding, input_dim=self.segment_vocab_size,
-                    output_dim=self.embedding_size, embeddings_initializer=self.initializer,
-                    name="Embedding-Segment",
-                )
-            x = self.apply([x, s], keras.layers.Add, name="Embedding-Token-Segment")
-        arguments = {}
-        if self.custom_position_ids:
-            x = [x, inputs[-1]]
-        elif self.position_ids is not None:
-            arguments["position_ids"] = self.position_ids
-        x = self.apply(
-            x, PositionEmbedding, arguments=arguments, input_dim=self.max_position,
-            output_dim=self.embedding_size, merge_mode="add",
-            hierarchical=self.hierarchical_position,
-            custom_position_ids=self.custom_position_ids,
-            embeddings_initializer=self.initializer, name="Embedding-Position",
-        )
+        x = self.apply_token_embeddings(inputs)
+        x = self.apply_position_embeddings(x, inputs)
         if self.embedding_norm:
             x = self.norm(x, name="Embedding-Norm")
         return self.apply(x, keras.layers.Dropout, rate=self.dropout_rate,

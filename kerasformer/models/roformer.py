@@ -107,17 +107,7 @@ class RoFormerV2(RoFormer):
     def apply_embeddings(self, inputs):
         self.custom_positions = inputs[-1] if self.custom_position_ids else None
         self.relative_positions = None
-        x = self.apply(
-            inputs[0], Embedding, input_dim=self.vocab_size, output_dim=self.embedding_size,
-            embeddings_initializer=self.initializer, name="Embedding-Token",
-        )
-        if self.segment_vocab_size > 0:
-            s = self.apply(
-                inputs[1], Embedding, input_dim=self.segment_vocab_size,
-                output_dim=self.embedding_size, embeddings_initializer=self.initializer,
-                name="Embedding-Segment",
-            )
-            x = self.apply([x, s], keras.layers.Add, name="Embedding-Token-Segment")
+        x = self.apply_token_embeddings(inputs)
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
         x = self.norm(x, name="Embedding-Norm")
         if self.embedding_size != self.hidden_size:
