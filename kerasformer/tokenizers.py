@@ -376,8 +376,18 @@ class TokenizerBase(object):
         raise NotImplementedError
 
     def id_to_token(self, i):
-        """Token of id ``i`` (subclass hook)."""
-        raise NotImplementedError
+        """Token (str) of id ``i`` (int or numpy integer), from ``_token_dict_inv``
+        (subclasses without that table override this).
+
+        Raises:
+            KeyError: ``i`` is not an id of the vocabulary.
+        """
+        i = operator.index(i)
+        try:
+            return self._token_dict_inv[i]
+        except KeyError:
+            raise KeyError("id %d is not in the vocabulary (size %d)"
+                           % (i, self._vocab_size)) from None
 
     def decode(self, ids):
         """Text of a list of ids (subclass hook)."""
@@ -490,19 +500,6 @@ class Tokenizer(TokenizerBase):
                 % (token, self._token_unk)
             )
         return token_id
-
-    def id_to_token(self, i):
-        """Token (str) of id ``i`` (int or numpy integer).
-
-        Raises:
-            KeyError: ``i`` is not an id of the vocabulary.
-        """
-        i = operator.index(i)
-        try:
-            return self._token_dict_inv[i]
-        except KeyError:
-            raise KeyError("id %d is not in the vocabulary (size %d)"
-                           % (i, self._vocab_size)) from None
 
     # ------------------------------------------------------------------
     # tokenization
@@ -843,19 +840,6 @@ class GPT2Tokenizer(TokenizerBase):
         except KeyError:
             raise KeyError("token %r is not in the GPT-2 vocabulary (byte-level "
                            "BPE has no unknown token)" % (token,)) from None
-
-    def id_to_token(self, i):
-        """Token (str) of id ``i`` (int or numpy integer).
-
-        Raises:
-            KeyError: ``i`` is not an id of the vocabulary.
-        """
-        i = operator.index(i)
-        try:
-            return self._token_dict_inv[i]
-        except KeyError:
-            raise KeyError("id %d is not in the vocabulary (size %d)"
-                           % (i, self._vocab_size)) from None
 
     def _is_special(self, token):
         """True for the special token (``<|endoftext|>``)."""

@@ -36,6 +36,9 @@ class TensorMap:
         hf_load / hf_save: extra array transforms for the HF format (e.g. RoBERTa's
             position-table offset).
         vocab: rows are indexed by token id, so ``keep_tokens`` / ``compound_tokens`` apply.
+        hf_fused: the HF tensor is several Keras weights concatenated on the last axis
+            (GPT-2's ``c_attn`` = q|k|v); each row's ``hf_load`` slices its part, and
+            saving concatenates the rows sharing the name in row order.
     """
 
     keras: str
@@ -46,6 +49,7 @@ class TensorMap:
     hf_load: Optional[Callable] = None
     hf_save: Optional[Callable] = None
     vocab: bool = False
+    hf_fused: bool = False
 
     def hf_names(self):
         if self.hf is None:
@@ -248,6 +252,8 @@ def checkpoint_tensors(transformer, format="tf"):
             top_level = getattr(transformer, "hf_top_level", ())
             if not any(name.startswith(t) for t in top_level):
                 name = hf_prefix + name
+            if row.hf_fused and name in tensors:
+                array = np.concatenate([tensors[name], array], axis=-1)
             tensors[name] = np.require(array, requirements="C")
     return tensors
 

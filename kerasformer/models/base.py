@@ -384,6 +384,12 @@ class Transformer:
             ignore_invalid_weights = self.ignore_invalid_weights
         return loading.load_checkpoint_into(self, checkpoint_path, ignore_invalid_weights)
 
+    def checkpoint_tensors(self, format="tf"):
+        """The weights as ``{checkpoint name: numpy array}`` in Google TF (``"tf"``) or
+        Hugging Face (``"hf"``) names and layouts, as `save_weights_as_checkpoint`
+        writes them."""
+        return loading.checkpoint_tensors(self, format)
+
     def save_weights_as_checkpoint(self, path, format="tf"):
         """Save the weights under checkpoint names.
 

@@ -24,9 +24,7 @@ the query, key and value projections side by side) and the Google/bert4keras TF 
 (``gpt/...`` for GPT and GPT-2, gpt2-ml's ``newslm/...``).
 """
 import keras
-import numpy as np
 
-from ..checkpoints import loading
 from ..checkpoints.loading import TensorMap
 from ..layers import Activation, AttentionMask, Embedding
 from .base import LMMask
@@ -193,43 +191,6 @@ class GPT(LMMask, BERT):
             *_linear(f"{keras_path}/o_dense", f"{google}/output/dense", f"{hf}.c_proj"),
         ]
 
-    # ------------------------------------------------------------------ saving
-
-    def checkpoint_tensors(self, format="tf"):
-        """``{checkpoint name: numpy array}`` as `loading.checkpoint_tensors`, with the
-        fused Hugging Face ``c_attn`` tensors rebuilt from their query/key/value rows
-        (the generic writer keeps one row per name, i.e. only the last slice)."""
-        tensors = loading.checkpoint_tensors(self, format)
-        if format != "hf":
-            return tensors
-        weights = {w.path: w for w in self.model.weights}
-        fused = {}
-        for row in self.variable_mapping():
-            if isinstance(row.hf_load, _Slice) and self.prefix + row.keras in weights:
-                fused.setdefault(row.hf_names()[0], []).append(row)
-        for name, rows in fused.items():
-            rows.sort(key=lambda r: r.hf_load.start)
-            parts = [np.asarray(keras.ops.convert_to_numpy(weights[self.prefix + r.keras]))
-                     for r in rows]
-            tensors[self.hf_save_prefix() + name] = np.concatenate(parts, axis=-1)
-        return tensors
-
-    def save_weights_as_checkpoint(self, path, format="tf"):
-        """Save the weights under checkpoint names: a TF checkpoint prefix with Google/
-        bert4keras names (``format="tf"``) or a ``.safetensors`` file with Hugging Face
-        names (``format="hf"``; ``transformers`` ``from_pretrained`` loads it).
-
-        Raises:
-            ValueError: for ``format="hf"`` when a weight has no HF name (e.g. an
-                unshared ``Embedding-Segment``, or any gpt2-ml weight).
-        """
-        if format != "hf":
-            return super().save_weights_as_checkpoint(path, format)
-        from ..checkpoints.writers import save_safetensors
-
-        save_safetensors(self.checkpoint_tensors("hf"), path)
-        return path
-
 
 class GPT2(GPT):
     """GPT-2 builder (bert4keras ``GPT2``; Hugging Face ``GPT2LMHeadModel``).
@@ -365,8 +326,9 @@ def _linear(keras_path, google, hf=None, hf_slice=None):
     load = _Slice(*hf_slice) if hf_slice else None
     return [
         TensorMap(f"{keras_path}/kernel", f"{google}/kernel", hf and f"{hf}.weight",
-                  hf_load=load),
-        TensorMap(f"{keras_path}/bias", f"{google}/bias", hf and f"{hf}.bias", hf_load=load),
+                  hf_load=load, hf_fused=bool(hf_slice)),
+        TensorMap(f"{keras_path}/bias", f"{google}/bias", hf and f"{hf}.bias", hf_load=load,
+                  hf_fused=bool(hf_slice)),
     ]
 
 
