@@ -96,3 +96,20 @@ def save_tiny_bert(torch, transformers):
 def randomize_parameters(torch):
     """``randomize_parameters(torch_model)``: perturb every bias / LayerNorm parameter."""
     return lambda model, scale=0.1: _randomize_all_parameters(model, torch, scale)
+
+
+def google_names_of_bert_layers(dense, norm, google_prefix, hf_prefix, num_layers):
+    """The encoder-layer part of the tests' hand-written HF -> Google name tables
+    (independent of the library's maps): calls ``dense(google, hf)`` / ``norm(google,
+    hf)`` for every Dense / LayerNorm of layers 0..num_layers-1."""
+    for i in range(num_layers):
+        g = f"{google_prefix}/encoder/layer_{i}"
+        h = f"{hf_prefix}.encoder.layer.{i}"
+        dense(f"{g}/attention/self/query", f"{h}.attention.self.query")
+        dense(f"{g}/attention/self/key", f"{h}.attention.self.key")
+        dense(f"{g}/attention/self/value", f"{h}.attention.self.value")
+        dense(f"{g}/attention/output/dense", f"{h}.attention.output.dense")
+        norm(f"{g}/attention/output/LayerNorm", f"{h}.attention.output.LayerNorm")
+        dense(f"{g}/intermediate/dense", f"{h}.intermediate.dense")
+        dense(f"{g}/output/dense", f"{h}.output.dense")
+        norm(f"{g}/output/LayerNorm", f"{h}.output.LayerNorm")

@@ -22,6 +22,8 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import google_names_of_bert_layers
+
 from kerasformer import build_transformer_model
 from kerasformer.checkpoints import SafetensorsReader, TFCheckpointReader, save_tf_checkpoint
 from kerasformer.ops import causal_mask
@@ -484,16 +486,7 @@ def electra_google_tensors(state_dict):
             f"electra.embeddings.{table}_embeddings.weight")
     norm("electra/embeddings/LayerNorm", "electra.embeddings.LayerNorm")
     dense("electra/embeddings_project", "electra.embeddings_project")
-    for i in range(LAYERS):
-        g, h = f"electra/encoder/layer_{i}", f"electra.encoder.layer.{i}"
-        dense(f"{g}/attention/self/query", f"{h}.attention.self.query")
-        dense(f"{g}/attention/self/key", f"{h}.attention.self.key")
-        dense(f"{g}/attention/self/value", f"{h}.attention.self.value")
-        dense(f"{g}/attention/output/dense", f"{h}.attention.output.dense")
-        norm(f"{g}/attention/output/LayerNorm", f"{h}.attention.output.LayerNorm")
-        dense(f"{g}/intermediate/dense", f"{h}.intermediate.dense")
-        dense(f"{g}/output/dense", f"{h}.output.dense")
-        norm(f"{g}/output/LayerNorm", f"{h}.output.LayerNorm")
+    google_names_of_bert_layers(dense, norm, "electra", "electra", LAYERS)
     dense("discriminator_predictions/dense", "discriminator_predictions.dense")
     dense("discriminator_predictions/dense_1", "discriminator_predictions.dense_prediction")
     assert set(sd) == used, sorted(set(sd) - used)

@@ -23,6 +23,8 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import google_names_of_bert_layers
+
 from kerasformer import build_transformer_model
 from kerasformer.checkpoints import SafetensorsReader, TFCheckpointReader, save_tf_checkpoint
 
@@ -282,16 +284,7 @@ def google_tensors_from_hf(state_dict, num_layers):
     out["bert/embeddings/position_embeddings"] = take(
         "bert.embeddings.position_embeddings.weight")
     norm("bert/embeddings/LayerNorm", "bert.embeddings.LayerNorm")
-    for i in range(num_layers):
-        g, h = f"bert/encoder/layer_{i}", f"bert.encoder.layer.{i}"
-        dense(f"{g}/attention/self/query", f"{h}.attention.self.query")
-        dense(f"{g}/attention/self/key", f"{h}.attention.self.key")
-        dense(f"{g}/attention/self/value", f"{h}.attention.self.value")
-        dense(f"{g}/attention/output/dense", f"{h}.attention.output.dense")
-        norm(f"{g}/attention/output/LayerNorm", f"{h}.attention.output.LayerNorm")
-        dense(f"{g}/intermediate/dense", f"{h}.intermediate.dense")
-        dense(f"{g}/output/dense", f"{h}.output.dense")
-        norm(f"{g}/output/LayerNorm", f"{h}.output.LayerNorm")
+    google_names_of_bert_layers(dense, norm, "bert", "bert", num_layers)
     dense("bert/pooler/dense", "bert.pooler.dense")
     dense("cls/predictions/transform/dense", "cls.predictions.transform.dense")
     norm("cls/predictions/transform/LayerNorm", "cls.predictions.transform.LayerNorm")

@@ -23,6 +23,8 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import google_names_of_bert_layers
+
 from kerasformer import build_transformer_model
 from kerasformer.checkpoints import TFCheckpointReader, save_tf_checkpoint
 from kerasformer.layers import GatedAttentionUnit
@@ -265,16 +267,7 @@ def google_tensors_from_hf_roformer(state_dict):
         "roformer.embeddings.token_type_embeddings.weight"]
     norm("bert/embeddings/LayerNorm", "roformer.embeddings.LayerNorm")
     dense("bert/encoder/embedding_hidden_mapping_in", "roformer.embeddings_project")
-    for i in range(LAYERS):
-        g, h = f"bert/encoder/layer_{i}", f"roformer.encoder.layer.{i}"
-        dense(f"{g}/attention/self/query", f"{h}.attention.self.query")
-        dense(f"{g}/attention/self/key", f"{h}.attention.self.key")
-        dense(f"{g}/attention/self/value", f"{h}.attention.self.value")
-        dense(f"{g}/attention/output/dense", f"{h}.attention.output.dense")
-        norm(f"{g}/attention/output/LayerNorm", f"{h}.attention.output.LayerNorm")
-        dense(f"{g}/intermediate/dense", f"{h}.intermediate.dense")
-        dense(f"{g}/output/dense", f"{h}.output.dense")
-        norm(f"{g}/output/LayerNorm", f"{h}.output.LayerNorm")
+    google_names_of_bert_layers(dense, norm, "bert", "roformer", LAYERS)
     dense("cls/predictions/transform/dense", "cls.predictions.transform.dense")
     norm("cls/predictions/transform/LayerNorm", "cls.predictions.transform.LayerNorm")
     out["cls/predictions/output_bias"] = sd["cls.predictions.bias"]
