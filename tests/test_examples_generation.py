@@ -3,29 +3,11 @@ in a subprocess under the current KERAS_BACKEND (random weights; real GPT-2 BPE 
 real CSL data from ../shared/data, skipped with a reason where absent)."""
 import os
 import re
-import subprocess
-import sys
 
 import keras
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLES = os.path.join(ROOT, "examples")
-SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared", "data"))
-
-
-def need(path):
-    if not os.path.exists(path):
-        pytest.skip(f"{path} is not available")
-
-
-def run_example(script, *args, timeout=300):
-    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend(), TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, os.path.join(EXAMPLES, script), *args],
-                          cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    return proc.stdout
+from examples_support import SHARED, import_example, need, run_example
 
 
 def test_basic_language_model_gpt2():
@@ -58,11 +40,7 @@ def test_task_seq2seq_autotitle_unilm():
 
 def test_autotitle_metrics():
     """The example's small ROUGE / BLEU implementations on hand-computed cases."""
-    sys.path.insert(0, EXAMPLES)
-    try:
-        import task_seq2seq_autotitle_unilm as ex
-    finally:
-        sys.path.remove(EXAMPLES)
+    ex = import_example("task_seq2seq_autotitle_unilm")
     assert ex.lcs_length(list("abcde"), list("ace")) == 3
     assert ex.rouge_l(list("abcde"), list("ace")) == pytest.approx(2 * 0.6 * 1.0 / 1.6)
     assert ex.rouge_n(list("abcd"), list("abce"), 1) == pytest.approx(0.75)
