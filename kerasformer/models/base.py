@@ -17,6 +17,7 @@ from .. import remat
 from ..checkpoints import loading
 from ..initializers import TruncatedNormal
 from ..layers import AttentionMask, FeedForward, LayerNormalization, MultiHeadAttention
+from .keras_model import TransformerModel
 
 
 class Transformer:
@@ -125,7 +126,7 @@ class Transformer:
         self.set_outputs(outputs)
         # A single input is passed bare so `model(token_ids)` works without a list.
         model_inputs = self.inputs[0] if len(self.inputs) == 1 else self.inputs
-        self.model = keras.Model(model_inputs, self.outputs, name=self.name)
+        self.model = TransformerModel(model_inputs, self.outputs, name=self.name)
         self.built = True
         return self.model
 

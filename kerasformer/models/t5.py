@@ -49,6 +49,7 @@ from ..checkpoints.readers import open_checkpoint
 from ..layers import Activation, AttentionMask, Embedding
 from ..layers.relative_position import RelativePositionBiasT5
 from .base import LMMask, Transformer, UniLMMask
+from .keras_model import TransformerModel
 
 # Hugging Face's T5 stores copies of the shared embedding under the stacks, and a
 # relative bias that no cross-attention uses in old checkpoints; Mesh TensorFlow
@@ -583,7 +584,7 @@ class _T5EncoderDecoder(T5Base):
                 extra.append(t)
         self.set_inputs([encoder_tokens, decoder_tokens], extra)
         self.set_outputs(outputs)
-        self.model = keras.Model(self.inputs, self.outputs, name=self.name)
+        self.model = TransformerModel(self.inputs, self.outputs, name=self.name)
         self.built = True
         return self.model
 
