@@ -52,6 +52,7 @@ import numpy as np
 import keras
 from keras import ops
 
+from .models import input_checks
 from .models.base import LMMask, UniLMMask
 from .ops import causal_mask, unilm_mask
 from .snippets import AutoRegressiveDecoder  # noqa: F401  (the numpy, uncached API)
@@ -127,7 +128,9 @@ def generate(transformer, token_ids, segment_ids=None, *, max_new_tokens,
 
     Raises:
         ValueError: for an unknown strategy, an option that does not apply to it or is
-            out of range, an empty prompt, a model that is not generative
+            out of range, an empty prompt, prompt ids that are not integers or lie
+            outside the model's vocabulary / segments, an ``end_id`` outside the output
+            vocabulary, a model that is not generative
             (``application="encoder"``) or whose inputs generation cannot fill, or a
             length beyond the model's position table.
     """
@@ -139,6 +142,8 @@ def generate(transformer, token_ids, segment_ids=None, *, max_new_tokens,
         num_return_sequences=num_return_sequences, seed=seed, early_stopping=early_stopping,
     )
     runner = _runner_for(transformer)
+    options.end_id = _check_end_id(end_id, runner)
+    _check_prompt_ids(runner, token_ids, segment_ids)
     arrays = runner.prepare(token_ids, segment_ids, options.max_new_tokens)
     key = (runner.kind, tuple((k, v.shape) for k, v in arrays.items()), options.static_key())
     compiled = _compiled(transformer, key, runner, options)
@@ -286,6 +291,45 @@ def _to_log_scores(outputs, probas):
     return x
 
 
+def _check_end_id(end_id, runner):
+    """`end_id` as one int in ``[0, vocab)`` of the model's output (or None).
+
+    A list is accepted when it holds one id: the compiled loop stops at a single id."""
+    if end_id is None:
+        return None
+    ids = list(end_id) if isinstance(end_id, (list, tuple, np.ndarray)) else [end_id]
+    vocab = runner.output_vocab_size()
+    for value in ids:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"end_id must be an int id (or a list of one), got {end_id!r}")
+        if not 0 <= int(value) < vocab:
+            raise ValueError(
+                f"end_id {int(value)} is outside the model's output vocabulary [0, {vocab}); "
+                "generation would never stop"
+            )
+    if len(ids) != 1:
+        raise ValueError(f"generate() stops at one end_id; got {len(ids)} ids {list(ids)}")
+    return int(ids[0])
+
+
+def _check_prompt_ids(runner, token_ids, segment_ids):
+    """Prompt (and segment) ids are integers inside the model's tables, on the host: the
+    compiled loop would turn a bad id into NaN rows or a clamped / wrapped embedding."""
+    specs = {spec.name: spec for spec in input_checks.id_inputs(runner.model_for_checks())}
+    for role, values in (("token", token_ids), ("segment", segment_ids)):
+        spec = specs.get(runner.input_name(role))
+        if values is None or spec is None:
+            continue
+        # No length limit here: prepare() checks prompt + new tokens against the table.
+        spec = input_checks.IdInput(f"{role}_ids", spec.index, spec.high, spec.table)
+        if isinstance(values, (list, tuple)):
+            for row in values:
+                if len(row):  # an empty prompt is reported by prepare()
+                    spec.check(np.asarray(row), "generate")
+        else:
+            spec.check(np.asarray(ops.convert_to_numpy(values)), "generate")
+
+
 def _split_prompts(token_ids, segment_ids, pad_id):
     """Host side: the list of (tokens, segments) of every row, padding dropped."""
     def rows(x):
@@ -332,6 +376,16 @@ class _CausalRunner:
 
     def variables(self):
         return _unique_variables([self.transformer.model])
+
+    def model_for_checks(self):
+        return self.transformer.model
+
+    def input_name(self, role):
+        index = self.roles.index(role) if role in self.roles else None
+        return None if index is None else self.transformer.model.inputs[index].name
+
+    def output_vocab_size(self):
+        return int(self.transformer.model.outputs[-1].shape[-1])
 
     def prepare(self, token_ids, segment_ids, max_new_tokens):
         prompts = _split_prompts(token_ids, segment_ids, self.pad_id)
@@ -434,6 +488,16 @@ class _Seq2SeqRunner:
 
     def variables(self):
         return _unique_variables([self.encoder.model, self.decoder.model])
+
+    def model_for_checks(self):
+        return self.encoder.model
+
+    def input_name(self, role):
+        inputs = self.encoder.model.inputs
+        return inputs[0].name if role == "token" else None
+
+    def output_vocab_size(self):
+        return int(self.decoder.model.outputs[-1].shape[-1])
 
     def prepare(self, token_ids, segment_ids, max_new_tokens):
         if segment_ids is not None:

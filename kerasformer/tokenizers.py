@@ -279,6 +279,13 @@ class TokenizerBase(object):
     def _truncate(self, maxlen, index, *sequences):
         """bert4keras truncation with argument checks and a clear error."""
         maxlen = self._check_maxlen(maxlen)
+        required = sum(self._special_ends(s) for s in sequences if s is not None)
+        if maxlen < required:
+            # Truncation would pop a start/end token (bert4keras silently dropped [CLS]).
+            raise ValueError(
+                "maxlen=%d is too small: the start/end tokens alone need %d"
+                % (maxlen, required)
+            )
         try:
             truncate_sequences(maxlen, index, *sequences)
         except IndexError:
@@ -286,6 +293,13 @@ class TokenizerBase(object):
                 "maxlen=%d is too small: cannot remove more tokens at index %d "
                 "(the start/end tokens must stay)" % (maxlen, index)
             ) from None
+
+    def _special_ends(self, tokens):
+        """How many of ``tokens``' ends are this tokenizer's start/end tokens."""
+        start = int(self._token_start is not None and tokens[:1] == [self._token_start])
+        end = int(self._token_end is not None and len(tokens) > start
+                  and tokens[-1] == self._token_end)
+        return start + end
 
     def _as_tokens(self, text, name):
         if isinstance(text, str):

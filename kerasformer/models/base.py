@@ -11,6 +11,8 @@ Layers are created and fetched by name through :meth:`Transformer.apply`, which 
 makes weight sharing (ALBERT), tied embeddings and re-running the same layers on eager
 tensors with a KV cache (generation) work without copies.
 """
+import numpy as np
+
 import keras
 
 from .. import remat
@@ -61,6 +63,14 @@ class Transformer:
                  compound_tokens=None, layer_norm_epsilon=1e-12, initializer_range=0.02,
                  pad_token_id=0, ignore_invalid_weights=False, prefix=None, name=None,
                  gradient_checkpointing=False):
+        _check_sizes(vocab_size=vocab_size, hidden_size=hidden_size,
+                     num_hidden_layers=num_hidden_layers,
+                     num_attention_heads=num_attention_heads,
+                     intermediate_size=intermediate_size, embedding_size=embedding_size,
+                     attention_head_size=attention_head_size,
+                     attention_key_size=attention_key_size)
+        _check_rates(dropout_rate=dropout_rate, attention_dropout_rate=attention_dropout_rate)
+        _check_vocab_edits(vocab_size, keep_tokens, compound_tokens)
         if keep_tokens is not None:
             vocab_size = len(keep_tokens)
         if compound_tokens is not None:
@@ -399,6 +409,47 @@ class Transformer:
                 ``.safetensors`` file (``format="hf"``, Hugging Face names).
         """
         return loading.save_checkpoint_from(self, path, format)
+
+
+def _check_sizes(**sizes):
+    """Sizes are positive ints (None: not given). A zero or negative size would build a
+    model without blocks or heads, or fail later with a ZeroDivisionError."""
+    for name, value in sizes.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _check_rates(**rates):
+    for name, value in rates.items():
+        if value is not None and not (isinstance(value, (int, float)) and 0 <= value < 1):
+            raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+
+
+def _check_vocab_edits(vocab_size, keep_tokens, compound_tokens):
+    """``keep_tokens`` / ``compound_tokens`` index the checkpoint's embedding rows: every
+    id is an int in ``[0, vocab_size)`` (a negative one would silently wrap to the end of
+    the table, a large one fail at load time without naming the argument)."""
+    groups = []
+    if keep_tokens is not None:
+        groups.append(("keep_tokens", list(keep_tokens)))
+    for i, ids in enumerate(compound_tokens or []):
+        ids = list(ids) if isinstance(ids, (list, tuple, range)) or hasattr(ids, "tolist") \
+            else [ids]
+        if not ids:
+            raise ValueError(f"compound_tokens[{i}] is empty; each new token averages at "
+                             "least one checkpoint token")
+        groups.append((f"compound_tokens[{i}]", ids))
+    for name, ids in groups:
+        for value in ids:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"{name} must hold int token ids, got {value!r}")
+            if not 0 <= int(value) < vocab_size:
+                raise ValueError(
+                    f"{name} holds id {int(value)}, outside the checkpoint vocabulary "
+                    f"[0, {vocab_size}) (vocab_size of the config)"
+                )
 
 
 def _is_input(tensor):
