@@ -274,7 +274,9 @@ def _checked_tf_dataset(model, dataset, where):
         return type(x)(values) if isinstance(x, tuple) else values
 
     def check_element(*element):
-        if len(element) == 1:
+        # tf.data passes a tuple element as positional arguments: rebuild the same
+        # structure ((x,), (x, y), (x, y, w) or a bare x) so Keras unpacks it as before.
+        if not isinstance(dataset.element_spec, tuple):
             return assert_batch(element[0])
         return (assert_batch(element[0]),) + tuple(element[1:])
 
