@@ -70,7 +70,7 @@ FULL = dict(
     long_seq=8192,
     gpt2=dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12),
     gen_batch=8, prompt=128, new=128,
-    matmul=8192, reps=5, fit_steps=16, budget=330,
+    matmul=8192, reps=5, fit_steps=16, budget=300,
     # seconds each worker may take at most (compile included), within the budget; a
     # worker skips its optional (diagnostic) parts when little of its time is left
     caps=dict(jax_fwd=80, torch_bert=60, jax_train=120, jax_long_fused=45,
