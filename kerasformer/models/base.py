@@ -17,6 +17,7 @@ from .. import remat
 from ..checkpoints import loading
 from ..initializers import TruncatedNormal
 from ..layers import AttentionMask, FeedForward, LayerNormalization, MultiHeadAttention
+from ..layers.attention import check_attention_implementation
 from .keras_model import TransformerModel
 
 
@@ -47,12 +48,27 @@ class Transformer:
         gradient_checkpointing: recompute attention/FFN/norm activations in the backward
             pass instead of storing them (`kerasformer.remat`; Chen et al. 2016,
             arXiv:1604.06174); gradients are unchanged.
+        attention_implementation: ``"auto"`` (default), ``"fused"`` or ``"explicit"``;
+            how the attention layers compute attention (see
+            :class:`~kerasformer.layers.MultiHeadAttention`): ``"fused"`` is
+            ``keras.ops.dot_product_attention`` (cuDNN flash attention on JAX GPUs),
+            ``"explicit"`` the einsum path, ``"auto"`` fused wherever that is exact
+            (masks, T5 bias, RoPE, KV caches) and explicit otherwise (NEZHA's relative
+            positions, attention dropout while training). README.md has the table per
+            family.
+
+    Raises:
+        ValueError: an unknown ``attention_implementation`` (naming the allowed
+            values), or ``"fused"`` for a family whose attention no fused kernel
+            computes (NEZHA, GAU-α).
     """
 
     # Whether the block normalizes after the residual (BERT) or before (GPT-2, T5).
     pre_norm = False
     # Kwargs for every LayerNormalization of the model (family defaults).
     norm_kwargs = {}
+    # Why this family's attention cannot take the fused kernel (None: it can).
+    fused_attention_unsupported = None
 
     def __init__(self, vocab_size, hidden_size, num_hidden_layers, num_attention_heads,
                  intermediate_size, hidden_act="gelu", dropout_rate=0.0,
@@ -60,7 +76,14 @@ class Transformer:
                  attention_key_size=None, sequence_length=None, keep_tokens=None,
                  compound_tokens=None, layer_norm_epsilon=1e-12, initializer_range=0.02,
                  pad_token_id=0, ignore_invalid_weights=False, prefix=None, name=None,
-                 gradient_checkpointing=False):
+                 gradient_checkpointing=False, attention_implementation="auto"):
+        check_attention_implementation(attention_implementation)
+        if attention_implementation == "fused" and self.fused_attention_unsupported:
+            raise ValueError(
+                f"attention_implementation='fused' is not available for "
+                f"{type(self).__name__}: {self.fused_attention_unsupported}; use 'auto' "
+                "or 'explicit'"
+            )
         if keep_tokens is not None:
             vocab_size = len(keep_tokens)
         if compound_tokens is not None:
@@ -91,6 +114,7 @@ class Transformer:
         self.prefix = prefix or ""
         self.name = name
         self.gradient_checkpointing = gradient_checkpointing
+        self.attention_implementation = attention_implementation
         self.layers = {}
         self.built = False
         # Per-call state read by the hooks: the attention mask of the current graph and,
@@ -286,6 +310,7 @@ class Transformer:
             key_size=self.attention_key_size,
             attention_dropout=self.attention_dropout_rate,
             kernel_initializer=self.initializer,
+            attention_implementation=self.attention_implementation,
         )
 
     def feedforward_kwargs(self):

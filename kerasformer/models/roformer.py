@@ -36,6 +36,7 @@ class RoFormer(NEZHA):
     """
 
     hf_prefixes = ("roformer.",)
+    fused_attention_unsupported = None  # RoPE rotates q and k before the kernel
     checkpoint_ignore = NEZHA.checkpoint_ignore + (r"encoder\.embed_positions\.weight$",)
 
     def __init__(self, rotary_value=False, **kwargs):
