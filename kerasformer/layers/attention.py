@@ -191,7 +191,7 @@ class MultiHeadAttention(keras.layers.Layer):
         reasons = []
         if relative_positions is not None:
             reasons.append("relative_positions (Shaw/NEZHA) enter the values too")
-        if training and self.attention_dropout > 0:
+        if training and (self.attention_dropout or 0) > 0:
             reasons.append(
                 f"attention dropout ({self.attention_dropout}) while training is not "
                 "part of keras.ops.dot_product_attention"
@@ -229,7 +229,13 @@ class MultiHeadAttention(keras.layers.Layer):
             # Added before the 1/sqrt(d) scale, as in NEZHA's and bert4keras's code.
             relative_positions = ops.cast(relative_positions, q.dtype)
             scores = scores + _relative_einsum("bqnd,{r}->bnqk", q, relative_positions)
-        scores = ops.cast(scores, "float32")  # softmax in float32 under mixed precision
+        # Scale, bias, mask and softmax in float32 under mixed precision: bf16 logits
+        # would keep 8 bits before the exponential (the largest error term of bf16
+        # attention). Under XLA (jit) the cast fuses into the softmax kernels, so no
+        # float32 [B, N, T, T] buffer is written in the forward; only the probabilities
+        # leave in the compute dtype. The fused path (the default) does the same inside
+        # its kernel without materializing the scores at all.
+        scores = ops.cast(scores, "float32")
         if self.attention_scale:
             scores = scores / math.sqrt(self.key_size)
         if attention_bias is not None:

@@ -21,6 +21,13 @@ from ..layers.attention import check_attention_implementation
 from .keras_model import TransformerModel
 
 
+# The final layer of every head (pooler, NSP, MLM/LM activation, ELECTRA discriminator)
+# computes in float32 under a mixed precision policy, so heads return float32
+# probabilities / logits (Keras's advice for the last softmax; bf16 probabilities keep
+# only 8 significant bits).
+HEAD_DTYPE = "float32"
+
+
 class Transformer:
     """Base builder of a Transformer `keras.Model` (the bert4keras design).
 
