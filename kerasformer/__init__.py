@@ -5,7 +5,16 @@ not need Keras (``kerasformer.tokenizers``, ``kerasformer.snippets``) does not i
 """
 __version__ = "0.1.0"
 
-__all__ = ["build_transformer_model", "__version__"]
+__all__ = [
+    "build_transformer_model",
+    "float32_matmul_precision",
+    "get_float32_matmul_precision",
+    "set_float32_matmul_precision",
+    "__version__",
+]
+
+_PRECISION_NAMES = ("float32_matmul_precision", "get_float32_matmul_precision",
+                    "set_float32_matmul_precision")
 
 
 def __getattr__(name):
@@ -13,4 +22,8 @@ def __getattr__(name):
         from .models import build_transformer_model
 
         return build_transformer_model
+    if name in _PRECISION_NAMES:
+        from . import precision
+
+        return getattr(precision, name)
     raise AttributeError(f"module 'kerasformer' has no attribute {name!r}")

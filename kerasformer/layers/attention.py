@@ -1,5 +1,6 @@
 """Multi-head attention with masks, additive position biases, RoPE, Shaw-style relative
-position embeddings (NEZHA) and a KV cache."""
+position embeddings (NEZHA) and a KV cache, computed by a fused kernel
+(``keras.ops.dot_product_attention``) or by explicit einsums."""
 import math
 
 import keras
@@ -7,6 +8,22 @@ import numpy as np
 from keras import ops
 
 from ..ops import apply_rotary, large_negative
+
+ATTENTION_IMPLEMENTATIONS = ("auto", "fused", "explicit")
+
+
+def check_attention_implementation(value):
+    """Return `value` if it is one of :data:`ATTENTION_IMPLEMENTATIONS`.
+
+    Raises:
+        ValueError: naming ``attention_implementation`` and the allowed values.
+    """
+    if value not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(
+            f"attention_implementation must be one of {ATTENTION_IMPLEMENTATIONS}, "
+            f"got {value!r}"
+        )
+    return value
 
 
 @keras.saving.register_keras_serializable(package="kerasformer")
@@ -51,13 +68,42 @@ class MultiHeadAttention(keras.layers.Layer):
         use_bias: biases on the projections;
         attention_scale: divide logits by sqrt(key_size) (T5 does not);
         attention_dropout: dropout rate on attention probabilities;
-        rotary: None, ``"interleaved"`` (RoFormer) or ``"half"`` (NeoX) RoPE on q/k.
+        rotary: None, ``"interleaved"`` (RoFormer) or ``"half"`` (NeoX) RoPE on q/k;
+        attention_implementation: how ``softmax(q k^T * scale + bias, mask) v`` is
+            computed (see below).
+
+    Attention implementations:
+        - ``"fused"``: ``keras.ops.dot_product_attention`` (JAX: cuDNN flash attention
+          on Ampere+ GPUs for bf16/fp16 with head size a multiple of 8, Splash on TPU
+          where Keras allows, else XLA's fused softmax; TensorFlow: the same einsum
+          computation as Keras's reference). Masks are passed as booleans broadcast to
+          [batch, 1, q_len, k_len] (cuDNN needs full-length bias), additive biases
+          (T5) and the scale (``1.0`` when ``attention_scale=False``) as they are.
+          Exact (same formula, float32 softmax) for masks, biases, RoPE and KV caches;
+          it has no attention dropout and no Shaw/NEZHA relative positions, and needs
+          ``key_size == head_size``.
+        - ``"explicit"``: ``einsum`` -> float32 logits -> scale, bias, mask -> float32
+          softmax -> dropout -> ``einsum``. Materializes [batch, heads, q_len, k_len].
+        - ``"auto"`` (default): fused, except for what it cannot do exactly:
+          ``relative_positions`` given (NEZHA), attention dropout while training
+          (``attention_dropout > 0`` and ``training=True``), ``key_size != head_size``.
+
+        Both paths give a query row whose keys are all masked the uniform average of
+        the values (a large finite negative logit, never NaN).
+
+    Raises:
+        ValueError: an unknown ``attention_implementation`` (at construction);
+            ``"fused"`` with ``key_size != head_size`` (at construction), with
+            ``relative_positions`` or with attention dropout while training (at call).
     """
 
     def __init__(self, heads, head_size, out_dim=None, key_size=None, use_bias=True,
                  attention_scale=True, attention_dropout=0.0, rotary=None,
-                 kernel_initializer="glorot_uniform", **kwargs):
+                 kernel_initializer="glorot_uniform", attention_implementation="auto",
+                 **kwargs):
         super().__init__(**kwargs)
+        self.attention_implementation = check_attention_implementation(
+            attention_implementation)
         self.heads = heads
         self.head_size = head_size
         self.out_dim = out_dim
@@ -67,6 +113,11 @@ class MultiHeadAttention(keras.layers.Layer):
         self.attention_dropout = attention_dropout
         self.rotary = rotary
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        if attention_implementation == "fused" and self.key_size != head_size:
+            raise ValueError(
+                "attention_implementation='fused' needs key_size == head_size "
+                f"(keras.ops.dot_product_attention); got {self.key_size} and {head_size}"
+            )
 
     def _dense(self, units, name, input_shape):
         dense = keras.layers.Dense(
@@ -118,12 +169,58 @@ class MultiHeadAttention(keras.layers.Layer):
                 start = (0, cache_index, 0, 0)
                 k = ops.slice_update(cache[0], start, ops.cast(k, cache[0].dtype))
                 v = ops.slice_update(cache[1], start, ops.cast(v, cache[1].dtype))
-        out = self._attend(q, k, v, attention_mask, attention_bias, training,
-                           relative_positions)
+        if self.uses_fused(relative_positions, training):
+            out = self._attend_fused(q, k, v, attention_mask, attention_bias)
+        else:
+            out = self._attend(q, k, v, attention_mask, attention_bias, training,
+                               relative_positions)
         out = self.o_dense(out)
         if cache is not None:
             return out, (k, v)
         return out
+
+    def uses_fused(self, relative_positions=None, training=None):
+        """Whether a call with these arguments takes the fused path.
+
+        Raises:
+            ValueError: ``attention_implementation="fused"`` with what the fused
+                kernel cannot compute exactly.
+        """
+        if self.attention_implementation == "explicit":
+            return False
+        reasons = []
+        if relative_positions is not None:
+            reasons.append("relative_positions (Shaw/NEZHA) enter the values too")
+        if training and (self.attention_dropout or 0) > 0:
+            reasons.append(
+                f"attention dropout ({self.attention_dropout}) while training is not "
+                "part of keras.ops.dot_product_attention"
+            )
+        if self.key_size != self.head_size:
+            reasons.append("key_size != head_size")
+        if reasons and self.attention_implementation == "fused":
+            raise ValueError(
+                "attention_implementation='fused' cannot compute this attention exactly: "
+                + "; ".join(reasons) + ". Use 'auto' (explicit path for these calls) or "
+                "'explicit'."
+            )
+        return not reasons
+
+    def _attend_fused(self, q, k, v, attention_mask, attention_bias):
+        scale = 1.0 / math.sqrt(self.key_size) if self.attention_scale else 1.0
+        if attention_mask is not None:
+            # Full [batch, 1, q_len, k_len]: cuDNN turns the mask into a bias that must
+            # span both lengths (a [batch, 1, 1, k_len] padding mask would make JAX fall
+            # back to XLA with a logged exception).
+            shape = ops.shape(attention_mask)
+            attention_mask = ops.broadcast_to(
+                ops.cast(attention_mask, "bool"),
+                (ops.shape(q)[0], shape[1], ops.shape(q)[1], ops.shape(k)[1]),
+            )
+        out = ops.dot_product_attention(q, k, v, bias=attention_bias, mask=attention_mask,
+                                        scale=scale)
+        b, t = ops.shape(out)[0], ops.shape(out)[1]
+        return ops.reshape(out, (b, t, self.heads * self.head_size))
 
     def _attend(self, q, k, v, attention_mask, attention_bias, training,
                 relative_positions=None):
@@ -132,7 +229,13 @@ class MultiHeadAttention(keras.layers.Layer):
             # Added before the 1/sqrt(d) scale, as in NEZHA's and bert4keras's code.
             relative_positions = ops.cast(relative_positions, q.dtype)
             scores = scores + _relative_einsum("bqnd,{r}->bnqk", q, relative_positions)
-        scores = ops.cast(scores, "float32")  # softmax in float32 under mixed precision
+        # Scale, bias, mask and softmax in float32 under mixed precision: bf16 logits
+        # would keep 8 bits before the exponential (the largest error term of bf16
+        # attention). Under XLA (jit) the cast fuses into the softmax kernels, so no
+        # float32 [B, N, T, T] buffer is written in the forward; only the probabilities
+        # leave in the compute dtype. The fused path (the default) does the same inside
+        # its kernel without materializing the scores at all.
+        scores = ops.cast(scores, "float32")
         if self.attention_scale:
             scores = scores / math.sqrt(self.key_size)
         if attention_bias is not None:
@@ -163,6 +266,7 @@ class MultiHeadAttention(keras.layers.Layer):
             attention_scale=self.attention_scale, attention_dropout=self.attention_dropout,
             rotary=self.rotary,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            attention_implementation=self.attention_implementation,
         )
         return config
 

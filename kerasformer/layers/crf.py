@@ -151,7 +151,7 @@ class ConditionalRandomField(keras.layers.Layer):
         of ``emissions`` when not given).
 
     Returns:
-        ``decode=False``: the emissions with every score of a masked position set to
+        ``decode=False``: the emissions (float32, also under mixed precision) with every score of a masked position set to
         ``large_negative`` (-1e9 in float32, -3e4 in float16), which is how :meth:`sparse_loss`,
         :meth:`dense_loss` and the accuracies find the padding. ``decode=True``: the
         Viterbi path, int32 [batch, seq_len] (0 at masked positions); without a mask the
@@ -167,7 +167,8 @@ class ConditionalRandomField(keras.layers.Layer):
     def build(self, input_shape):
         num_labels = input_shape[-1]
         self._trans = self.add_weight(
-            name="trans", shape=(num_labels, num_labels), initializer="glorot_uniform"
+            name="trans", shape=(num_labels, num_labels), initializer="glorot_uniform",
+            autocast=False,  # float32 transitions under mixed precision
         )
         if self.lr_multiplier != 1:
             self._trans.assign(self._trans / self.lr_multiplier)
@@ -180,6 +181,8 @@ class ConditionalRandomField(keras.layers.Layer):
         return self._trans
 
     def call(self, inputs, mask=None, decode=False):
+        # Emissions leave the head in float32 (mixed precision computes them in bf16).
+        inputs = ops.cast(inputs, "float32")
         if decode:
             return viterbi_decode(inputs, self.trans, mask)
         if mask is None:
@@ -198,7 +201,7 @@ class ConditionalRandomField(keras.layers.Layer):
     def compute_output_spec(self, inputs, mask=None, decode=False):
         if decode:
             return keras.KerasTensor(tuple(inputs.shape[:2]), dtype="int32")
-        return keras.KerasTensor(inputs.shape, dtype=inputs.dtype)
+        return keras.KerasTensor(inputs.shape, dtype="float32")
 
     def _labels(self, y_true, y_pred):
         y_true = ops.reshape(y_true, ops.shape(y_pred)[:-1])

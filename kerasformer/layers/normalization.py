@@ -25,7 +25,8 @@ class LayerNormalization(keras.layers.Layer):
             [batch, seq_len, cond_dim].
         cond_hidden_units / cond_hidden_activation: an optional Dense projection of the
             condition before the gamma/beta Dense layers.
-    Input/output: [..., hidden] in the layer's compute dtype.
+    Input/output: [..., hidden]; the output has the input's dtype (bfloat16 under
+    ``mixed_bfloat16``); statistics, gamma and beta are float32.
     """
 
     def __init__(self, epsilon=1e-12, center=True, scale=True, zero_mean=True,
@@ -42,14 +43,20 @@ class LayerNormalization(keras.layers.Layer):
         self.cond_hidden_units = cond_hidden_units
         self.cond_hidden_activation = cond_hidden_activation
         self.cond_hidden_initializer = keras.initializers.get(cond_hidden_initializer)
+        # Read gamma/beta as float32 under mixed precision (Keras's autocast would round
+        # them to bfloat16 first; the weights are also created with autocast=False); the
+        # input keeps its dtype and is cast in `call`.
+        self.autocast = False
 
     def build(self, input_shape):
         shape = input_shape[0] if self.conditional else input_shape
         dim = shape[-1]
         if self.center:
-            self.beta = self.add_weight(name="beta", shape=(dim,), initializer="zeros")
+            self.beta = self.add_weight(name="beta", shape=(dim,), initializer="zeros",
+                                       autocast=False)
         if self.scale:
-            self.gamma = self.add_weight(name="gamma", shape=(dim,), initializer="ones")
+            self.gamma = self.add_weight(name="gamma", shape=(dim,), initializer="ones",
+                                       autocast=False)
         if self.conditional:
             cond_shape = tuple(input_shape[1])
             if self.cond_hidden_units:

@@ -19,7 +19,15 @@ from .. import remat
 from ..checkpoints import loading
 from ..initializers import TruncatedNormal
 from ..layers import AttentionMask, FeedForward, LayerNormalization, MultiHeadAttention
+from ..layers.attention import check_attention_implementation
 from .keras_model import TransformerModel
+
+
+# The final layer of every head (pooler, NSP, MLM/LM activation, ELECTRA discriminator)
+# computes in float32 under a mixed precision policy, so heads return float32
+# probabilities / logits (Keras's advice for the last softmax; bf16 probabilities keep
+# only 8 significant bits).
+HEAD_DTYPE = "float32"
 
 
 class Transformer:
@@ -49,12 +57,27 @@ class Transformer:
         gradient_checkpointing: recompute attention/FFN/norm activations in the backward
             pass instead of storing them (`kerasformer.remat`; Chen et al. 2016,
             arXiv:1604.06174); gradients are unchanged.
+        attention_implementation: ``"auto"`` (default), ``"fused"`` or ``"explicit"``;
+            how the attention layers compute attention (see
+            :class:`~kerasformer.layers.MultiHeadAttention`): ``"fused"`` is
+            ``keras.ops.dot_product_attention`` (cuDNN flash attention on JAX GPUs),
+            ``"explicit"`` the einsum path, ``"auto"`` fused wherever that is exact
+            (masks, T5 bias, RoPE, KV caches) and explicit otherwise (NEZHA's relative
+            positions, attention dropout while training). README.md has the table per
+            family.
+
+    Raises:
+        ValueError: an unknown ``attention_implementation`` (naming the allowed
+            values), or ``"fused"`` for a family whose attention no fused kernel
+            computes (NEZHA, GAU-α).
     """
 
     # Whether the block normalizes after the residual (BERT) or before (GPT-2, T5).
     pre_norm = False
     # Kwargs for every LayerNormalization of the model (family defaults).
     norm_kwargs = {}
+    # Why this family's attention cannot take the fused kernel (None: it can).
+    fused_attention_unsupported = None
 
     def __init__(self, vocab_size, hidden_size, num_hidden_layers, num_attention_heads,
                  intermediate_size, hidden_act="gelu", dropout_rate=0.0,
@@ -62,7 +85,7 @@ class Transformer:
                  attention_key_size=None, sequence_length=None, keep_tokens=None,
                  compound_tokens=None, layer_norm_epsilon=1e-12, initializer_range=0.02,
                  pad_token_id=0, ignore_invalid_weights=False, prefix=None, name=None,
-                 gradient_checkpointing=False):
+                 gradient_checkpointing=False, attention_implementation="auto"):
         _check_sizes(vocab_size=vocab_size, hidden_size=hidden_size,
                      num_hidden_layers=num_hidden_layers,
                      num_attention_heads=num_attention_heads,
@@ -71,6 +94,13 @@ class Transformer:
                      attention_key_size=attention_key_size)
         _check_rates(dropout_rate=dropout_rate, attention_dropout_rate=attention_dropout_rate)
         _check_vocab_edits(vocab_size, keep_tokens, compound_tokens)
+        check_attention_implementation(attention_implementation)
+        if attention_implementation == "fused" and self.fused_attention_unsupported:
+            raise ValueError(
+                f"attention_implementation='fused' is not available for "
+                f"{type(self).__name__}: {self.fused_attention_unsupported}; use 'auto' "
+                "or 'explicit'"
+            )
         if keep_tokens is not None:
             vocab_size = len(keep_tokens)
         if compound_tokens is not None:
@@ -101,6 +131,7 @@ class Transformer:
         self.prefix = prefix or ""
         self.name = name
         self.gradient_checkpointing = gradient_checkpointing
+        self.attention_implementation = attention_implementation
         self.layers = {}
         self.built = False
         # Per-call state read by the hooks: the attention mask of the current graph and,
@@ -296,6 +327,7 @@ class Transformer:
             key_size=self.attention_key_size,
             attention_dropout=self.attention_dropout_rate,
             kernel_initializer=self.initializer,
+            attention_implementation=self.attention_implementation,
         )
 
     def feedforward_kwargs(self):

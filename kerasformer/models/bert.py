@@ -6,7 +6,7 @@ import keras
 from ..checkpoints.loading import TensorMap
 from ..layers import Activation, BiasAdd, Embedding, PositionEmbedding, TakeToken
 from ..ops import get_activation
-from .base import Transformer
+from .base import HEAD_DTYPE, Transformer
 
 
 class BERT(Transformer):
@@ -121,11 +121,13 @@ class BERT(Transformer):
                 y, keras.layers.Dense, units=self.hidden_size,
                 activation=get_activation(pool_activation),
                 kernel_initializer=self.initializer, name="Pooler-Dense",
+                dtype=HEAD_DTYPE,
             )
             if self.with_nsp:
                 y = self.apply(
                     y, keras.layers.Dense, units=2, activation="softmax",
                     kernel_initializer=self.initializer, name="NSP-Proba",
+                    dtype=HEAD_DTYPE,
                 )
             outputs.append(y)
         if self.with_mlm:
@@ -138,7 +140,8 @@ class BERT(Transformer):
             y = self.norm(y, name="MLM-Norm")
             y = self.apply(y, Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
             y = self.apply(y, BiasAdd, name="MLM-Bias")
-            y = self.apply(y, Activation, activation=mlm_activation, name="MLM-Activation")
+            y = self.apply(y, Activation, activation=mlm_activation, name="MLM-Activation",
+                           dtype=HEAD_DTYPE)
             outputs.append(y)
         if len(outputs) == 1:
             return outputs[0]

@@ -6,6 +6,7 @@ import dataclasses
 import keras
 
 from ..ops import get_activation
+from .base import HEAD_DTYPE
 from .bert import BERT, _dense, bert_variable_mapping
 
 
@@ -66,6 +67,7 @@ class ELECTRA(BERT):
         return self.apply(
             x, keras.layers.Dense, units=1, activation=get_activation(activation),
             kernel_initializer=self.initializer, name="Discriminator-Prediction",
+            dtype=HEAD_DTYPE,
         )
 
     def hf_save_prefix(self):

@@ -35,6 +35,9 @@ class GAUAlpha(RoFormerV2):
     """
 
     hf_prefixes = ("gau_alpha.",)
+    fused_attention_unsupported = (
+        "its gated attention unit (one head, softmax_plus scaling per query row) has no "
+        "fused kernel; it always takes the explicit path")
     checkpoint_ignore = (r"(^|\.)predictions\.decoder\.weight$",)
     initializer_order = 3
 

@@ -27,7 +27,7 @@ import keras
 
 from ..checkpoints.loading import TensorMap
 from ..layers import Activation, AttentionMask, Embedding
-from .base import LMMask
+from .base import HEAD_DTYPE, LMMask
 from .bert import BERT
 
 # Hugging Face OpenAI GPT's `afn` names: its "gelu" is the tanh approximation.
@@ -150,7 +150,7 @@ class GPT(LMMask, BERT):
     def apply_final_layers(self, x):
         x = self.apply(x, Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
         return self.apply(x, Activation, activation=self.final_activation,
-                          name="LM-Activation")
+                          name="LM-Activation", dtype=HEAD_DTYPE)
 
     # ------------------------------------------------------------------ names
 

@@ -40,6 +40,8 @@ class NEZHA(BERT):
     """
 
     hf_prefixes = ("nezha.",)
+    fused_attention_unsupported = (
+        "its relative position embeddings enter the values as well as the logits")
     # transformers 4.x saved the fixed relative table with every layer.
     checkpoint_ignore = BERT.checkpoint_ignore + (
         r"relative_positions_encoding\.positions_encoding$",

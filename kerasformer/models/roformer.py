@@ -7,6 +7,7 @@ import keras
 from ..checkpoints.loading import TensorMap
 from ..layers import Activation, Embedding
 from ..layers.gau import RoFormerV2Initializer
+from .base import HEAD_DTYPE
 from .nezha import NEZHA, replace_rows
 
 
@@ -36,6 +37,7 @@ class RoFormer(NEZHA):
     """
 
     hf_prefixes = ("roformer.",)
+    fused_attention_unsupported = None  # RoPE rotates q and k before the kernel
     checkpoint_ignore = NEZHA.checkpoint_ignore + (r"encoder\.embed_positions\.weight$",)
 
     def __init__(self, rotary_value=False, **kwargs):
@@ -135,7 +137,8 @@ class RoFormerV2(RoFormer):
                        name="Output-MLM-Dropout")
         x = self.apply(x, Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
         activation = "softmax" if self.with_mlm is True else self.with_mlm
-        return self.apply(x, Activation, activation=activation, name="Output-MLM-Activation")
+        return self.apply(x, Activation, activation=activation, name="Output-MLM-Activation",
+                          dtype=HEAD_DTYPE)
 
     # ------------------------------------------------------------------ names
 

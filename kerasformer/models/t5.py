@@ -48,7 +48,7 @@ from ..checkpoints.loading import TensorMap
 from ..checkpoints.readers import open_checkpoint
 from ..layers import Activation, AttentionMask, Embedding
 from ..layers.relative_position import RelativePositionBiasT5
-from .base import LMMask, Transformer, UniLMMask
+from .base import HEAD_DTYPE, LMMask, Transformer, UniLMMask
 from .keras_model import TransformerModel
 
 # Hugging Face's T5 stores copies of the shared embedding under the stacks, and a
@@ -424,7 +424,7 @@ class _T5DecoderBase(T5Base):
                            embeddings_initializer=self.initializer, name="Decoder-Output-LM")
         activation = "softmax" if self.with_lm is True else self.with_lm
         return self.apply(x, Activation, activation=activation,
-                          name="Decoder-Output-LM-Activation")
+                          name="Decoder-Output-LM-Activation", dtype=HEAD_DTYPE)
 
     # ------------------------------------------------------------------ caches
 
