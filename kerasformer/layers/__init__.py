@@ -23,3 +23,7 @@ __all__ = [
     "PositionEmbedding",
     "TakeToken",
 ]
+
+# `.keras` files of built models name TransformerModel: importing the layers registers it
+# too (last, so the models package sees these layers defined).
+from ..models.keras_model import TransformerModel  # noqa: E402,F401

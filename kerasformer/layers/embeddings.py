@@ -13,6 +13,16 @@ class Embedding(keras.layers.Embedding):
     LM head reuse the input embedding (Press & Wolf 2017, arXiv:1608.05859).
     """
 
+    def add_weight(self, *args, **kwargs):
+        # Under mixed precision, gather from the float32 table and cast the rows (Keras's
+        # autocast would cast the whole table first): the gradient is then a float32
+        # scatter-add. A bfloat16 scatter-add runs as a compare-and-swap loop on GPUs;
+        # with every row of a batch hitting a few table rows (segments, positions) it made
+        # the bert-base bf16 backward 30x slower than float32 on an H200
+        # (benchmarks/train_step_probe.py).
+        kwargs.setdefault("autocast", False)
+        return super().add_weight(*args, **kwargs)
+
     def call(self, inputs, mode="embedding"):
         if mode == "embedding":
             return super().call(inputs)
@@ -71,6 +81,7 @@ class PositionEmbedding(keras.layers.Layer):
         self.embeddings = self.add_weight(
             name="embeddings",
             shape=(self.input_dim, self.output_dim),
+            autocast=False,  # float32 table, gathered then cast (see call)
             initializer=self.embeddings_initializer,
         )
 
@@ -95,7 +106,9 @@ class PositionEmbedding(keras.layers.Layer):
                     f"{self.name} (max_position_embeddings); truncate the input"
                 )
             position_ids = ops.arange(seq_len, dtype="int32")[None]
-        table = ops.cast(self.embeddings, self.compute_dtype)
+        # The float32 table, gathered then cast (see Embedding.__init__: a bfloat16
+        # scatter-add in the backward is very slow on GPUs).
+        table = ops.convert_to_tensor(self.embeddings)
         if self.hierarchical:
             alpha = self.hierarchical
             base = (table - alpha * table[:1]) / (1.0 - alpha)
@@ -104,6 +117,7 @@ class PositionEmbedding(keras.layers.Layer):
             pos = alpha * u + (1.0 - alpha) * v
         else:
             pos = ops.take(table, position_ids, axis=0)
+        pos = ops.cast(pos, self.compute_dtype)
         if self.merge_mode == "zero":
             return ops.broadcast_to(pos, tuple(ops.shape(x)[:2]) + (self.output_dim,))
         return x + ops.cast(pos, x.dtype)

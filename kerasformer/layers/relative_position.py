@@ -125,6 +125,7 @@ class RelativePositionBiasT5(keras.layers.Layer):
     def build(self, input_shape=None):
         self.embeddings = self.add_weight(
             name="embeddings", shape=(self.num_buckets, self.heads),
+            autocast=False,  # read as float32 (see call)
             initializer=self.embeddings_initializer,
         )
 
@@ -138,7 +139,9 @@ class RelativePositionBiasT5(keras.layers.Layer):
         buckets = t5_relative_position_bucket(
             relative, self.bidirectional, self.num_buckets, self.max_distance
         )
-        values = ops.take(ops.cast(self.embeddings, self.compute_dtype), buckets, axis=0)
+        # Gather from the float32 table, then cast: a bfloat16 scatter-add (the gradient
+        # of a gather from a cast table) is very slow on GPUs (see layers.Embedding).
+        values = ops.cast(ops.take(self.embeddings, buckets, axis=0), self.compute_dtype)
         return ops.transpose(values, (2, 0, 1))[None]
 
     def compute_output_spec(self, inputs, cache_index=None):
