@@ -114,8 +114,10 @@ from kerasformer.optimizers import (extend_with_parameter_wise_lr,
                                     extend_with_piecewise_linear_lr)
 from kerasformer.tokenizers import Tokenizer
 
-from common import (bucket_length, checkpoint_files, default_minilm_checkpoint, is_uncased,
-                    length_sorted_batches, record_result, require_path, shared_data)
+from common import (add_run_arguments, bucket_length, carve_dev_split, checkpoint_files,
+                    default_minilm_checkpoint, fit_with_early_stopping, is_uncased,
+                    length_sorted_batches, report_run, require_path, setup_precision,
+                    shared_data)
 
 DEFAULT_DATA = shared_data("webnlg_casrel", "WebNLG")
 CHINESE_VOCAB = shared_data("vocab", "chinese_bert", "vocab.txt")
@@ -139,8 +141,7 @@ def parse_args(argv=None):
     p.add_argument("--layers", type=int, default=1, help="random BERT layers")
     p.add_argument("--hidden", type=int, default=64, help="random BERT hidden size")
     p.add_argument("--attention-heads", type=int, default=2, help="random BERT heads")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="default: 5 (a checkpoint), 3 (--random-init)")
+    add_run_arguments(p, epochs=None)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--eval-batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=None,
@@ -156,13 +157,11 @@ def parse_args(argv=None):
     p.add_argument("--limit", type=int, default=None, help="use N training examples")
     p.add_argument("--eval-limit", type=int, default=None, help="score N eval examples")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-record", action="store_true",
-                   help="do not write the result into examples/README.md")
     args = p.parse_args(argv)
     if args.random_init and args.checkpoint:
         p.error("--random-init and --checkpoint exclude each other")
     if args.epochs is None:
-        args.epochs = 3 if args.random_init else 5
+        args.epochs = 3 if args.random_init else 30
     if args.lr is None:
         args.lr = 1e-3 if args.random_init else 2e-5
     if args.head_lr_mult is None:
@@ -230,7 +229,10 @@ def duie_predicates(path):
 
 
 def load_dataset(folder, eval_split="test"):
-    """``(name, train, eval, predicates, is_chinese)`` of a WebNLG or DuIE folder.
+    """``(name, train, dev, eval, predicates, is_chinese, note)`` of a WebNLG or DuIE
+    folder. The dev split chooses the epoch: WebNLG's ``val_triples.json`` (unless it is
+    the evaluated split); otherwise 10% of the training sentences (at most 1,000, fixed
+    seed) are held out, and ``note`` says so.
 
     Raises:
         SystemExit: the folder is missing or holds neither layout.
@@ -240,16 +242,26 @@ def load_dataset(folder, eval_split="test"):
                     ("rel2id.json", "train_triples.json", f"{eval_split}_triples.json")]
     if all(os.path.exists(f) for f in webnlg_files):
         rel2id, train_file, eval_file = webnlg_files
-        name = f"WebNLG {eval_split}"
-        return (name, read_webnlg(train_file), read_webnlg(eval_file),
-                webnlg_predicates(rel2id), False)
+        train, note = read_webnlg(train_file), ""
+        val_file = os.path.join(folder, "val_triples.json")
+        if eval_split != "val" and os.path.exists(val_file):
+            dev = read_webnlg(val_file)
+        else:
+            train, dev = carve_dev_split(train)
+            note = f"dev split: {len(dev)} random training sentences (seed 0) held out"
+        return (f"WebNLG {eval_split}", train, dev, read_webnlg(eval_file),
+                webnlg_predicates(rel2id), False, note)
     schema = os.path.join(folder, "duie_schema.json")
     train_files = sorted(glob.glob(os.path.join(folder, "duie_train*.json")))
     eval_files = sorted(glob.glob(os.path.join(folder, "duie_dev*.json")))
     if os.path.exists(schema) and train_files and eval_files:
         train = [e for f in train_files for e in read_duie(f)]
         evaluation = [e for f in eval_files for e in read_duie(f)]
-        return "DuIE 2.0 dev", train, evaluation, duie_predicates(schema), True
+        train, dev = carve_dev_split(train)
+        note = (f"dev split: {len(dev)} random training sentences (seed 0) held out (the "
+                "DuIE dev set is the evaluated split)")
+        return ("DuIE 2.0 dev", train, dev, evaluation, duie_predicates(schema), True,
+                note)
     raise SystemExit(
         f"{folder} is neither a WebNLG folder (rel2id.json, train_triples.json, "
         f"{eval_split}_triples.json) nor a DuIE 2.0 folder (duie_schema.json, "
@@ -519,9 +531,13 @@ def setup_tokenizer(args, is_chinese):
 def main(argv=None):
     args = parse_args(argv)
     started = time.perf_counter()
-    name, train, evaluation, predicates, is_chinese = load_dataset(args.data, args.eval_split)
+    setup_precision(args)
+    name, train, dev, evaluation, predicates, is_chinese, note = load_dataset(
+        args.data, args.eval_split)
     if args.limit:
         train = train[:args.limit]
+    if args.dev_limit:
+        dev = dev[:args.dev_limit]
     if args.eval_limit:
         evaluation = evaluation[:args.eval_limit]
     tokenizer, vocab_size, config, weights, vocab = setup_tokenizer(args, is_chinese)
@@ -532,8 +548,10 @@ def main(argv=None):
                                                 args.maxlen)
     n_train = sum(len(set(e["triples"])) for e in train)
     n_eval = sum(len(set(e["triples"])) for e in evaluation)
-    print(f"data: {name}: {len(train)} training / {len(evaluation)} eval sentences, "
-          f"{len(predicates)} predicates, vocab {vocab}")
+    print(f"data: {name}: {len(train)} training / {len(dev)} dev / {len(evaluation)} eval "
+          f"sentences, {len(predicates)} predicates, vocab {vocab}")
+    if note:
+        print(f"data: {note}")
     print(f"gold triples not located in the tokens (maxlen {args.maxlen}): train "
           f"{train_lost} of {n_train}, eval {eval_lost} of {n_eval}; eval triples whose "
           f"gold string is written otherwise in the text: {eval_differs} (recall bound "
@@ -545,24 +563,26 @@ def main(argv=None):
     model.compile(optimizer=make_optimizer(args, steps * args.epochs),
                   loss=[sparse_global_pointer_crossentropy] * 3, jit_compile=True)
     print(f"backend: {keras.backend.backend()}; encoder: {what}; "
-          f"{model.count_params() / 1e6:.1f}M parameters")
+          f"{model.count_params() / 1e6:.1f}M parameters; dtype policy "
+          f"{keras.config.dtype_policy().name}")
     if args.random_init:
         print("NOTE: --random-init: a small BERT that has never read text; it exercises the "
               "pipeline and learns little (use --checkpoint for real scores).")
 
-    train_start = time.perf_counter()
-    model.fit(training_batches(encoded, args.batch_size, len(predicates), max_spans,
-                               args.maxlen, args.seed),
-              steps_per_epoch=steps, epochs=args.epochs, shuffle=False,  # shuffled already
-              verbose=2)
-    train_seconds = time.perf_counter() - train_start
+    def score(examples):
+        predicted = predict_triples(model, tokenizer, [e["text"] for e in examples],
+                                    predicates, args.maxlen, args.eval_batch_size)
+        return predicted, triple_scores(predicted, [set(e["triples"]) for e in examples])
+
+    run = fit_with_early_stopping(
+        model, training_batches(encoded, args.batch_size, len(predicates), max_spans,
+                                args.maxlen, args.seed),
+        steps, args, lambda: score(dev)[1]["f1"], "dev_triple_f1")
 
     eval_start = time.perf_counter()
     texts = [e["text"] for e in evaluation]
-    predicted = predict_triples(model, tokenizer, texts, predicates, args.maxlen,
-                                args.eval_batch_size)
+    predicted, metrics = score(evaluation)
     gold = [set(e["triples"]) for e in evaluation]
-    metrics = triple_scores(predicted, gold)
     eval_seconds = time.perf_counter() - eval_start
 
     print("\nexamples:")
@@ -574,17 +594,16 @@ def main(argv=None):
     print("F1 of the most frequent eval predicates: " + ", ".join(
         f"{p} {f1:.2f} ({n})" for p, (f1, n) in frequent))
     wall = time.perf_counter() - started
-    print(f"time: training {train_seconds:.0f}s ({args.epochs} epochs x {steps} steps), "
-          f"eval {eval_seconds:.0f}s, total {wall:.0f}s")
+    print(f"time: training {run['train_seconds']:.0f}s ({run['epochs_run']} epochs x {steps} "
+          f"steps, dev scoring included), eval {eval_seconds:.0f}s, total {wall:.0f}s")
     print(f"{name} triples: precision {metrics['precision']:.4f} recall "
           f"{metrics['recall']:.4f} f1 {metrics['f1']:.4f}")
-    if not args.no_record:
-        checkpoint = ("random BERT" if args.random_init else
-                      "all-MiniLM-L6-v2" if not args.checkpoint else
-                      os.path.basename(os.path.normpath(args.checkpoint)))
-        record_result("task_relation_extraction_gplinker.py", name, checkpoint, args.epochs,
-                      {"triple F1": metrics["f1"], "triple P": metrics["precision"],
-                       "triple R": metrics["recall"]}, wall)
+    checkpoint = ("random BERT" if args.random_init else
+                  "all-MiniLM-L6-v2" if not args.checkpoint else
+                  os.path.basename(os.path.normpath(args.checkpoint)))
+    report_run(args, "task_relation_extraction_gplinker.py", name, checkpoint,
+               {"triple F1": metrics["f1"], "triple P": metrics["precision"],
+                "triple R": metrics["recall"]}, wall, run)
     return metrics
 
 

@@ -37,7 +37,7 @@ def assert_metrics(out):
     assert all(0.0 <= float(v) <= 1.0 for v in match.groups())
 
 
-SMOKE = ("--epochs", "1", "--limit", "16", "--eval-limit", "8", "--maxlen", "32",
+SMOKE = ("--epochs", "1", "--limit", "16", "--dev-limit", "8", "--eval-limit", "8", "--maxlen", "32",
          "--batch-size", "8", "--eval-batch-size", "8", "--no-record")
 
 
