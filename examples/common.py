@@ -142,17 +142,23 @@ def mean_pool(hidden, token_ids):
     return (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
 
 
-def encode_sentences(predict, tokenizer, sentences, maxlen, batch_size, pool=mean_pool):
+def encode_sentences(predict, tokenizer, sentences, maxlen, batch_size, pool=mean_pool,
+                     multiple=16):
     """Sentence vectors [n, H]: ``pool(predict([token_ids, segment_ids]), token_ids)``
-    per batch; sentences are batched by length to limit padding. ``predict`` returns the
-    model's [B, T, H] sequence output (or anything ``pool`` takes)."""
+    per batch; sentences are batched by length to limit padding, each batch padded to a
+    multiple of ``multiple`` tokens and to ``batch_size`` rows (copies of its first row,
+    dropped again), so few shapes are compiled. ``predict`` returns the model's
+    [B, T, H] sequence output (or anything ``pool`` takes)."""
     encoded = [tokenizer.encode(s, maxlen=maxlen) for s in sentences]
     from kerasformer.snippets import sequence_padding
 
     vectors = [None] * len(encoded)
     for idx in length_sorted_batches([len(e[0]) for e in encoded], batch_size):
-        token_ids = sequence_padding([encoded[i][0] for i in idx])  # pads with [PAD] = 0
-        segment_ids = sequence_padding([encoded[i][1] for i in idx])
+        rows = list(idx) + [idx[0]] * (batch_size - len(idx))
+        length = bucket_length([len(encoded[i][0]) for i in rows], multiple, maxlen)
+        # Pads with [PAD] = 0.
+        token_ids = sequence_padding([encoded[i][0] for i in rows], length=length)
+        segment_ids = sequence_padding([encoded[i][1] for i in rows], length=length)
         pooled = pool(np.asarray(predict([token_ids, segment_ids])), token_ids)
         for i, vector in zip(idx, pooled):
             vectors[i] = vector
@@ -321,7 +327,7 @@ def fit_with_early_stopping(model, batches, steps_per_epoch, args, evaluate, met
 
     import keras
 
-    scores = []
+    scores, durations, durations_end = [], [], []
     budget = getattr(args, "max_train_seconds", None)
 
     class DevScore(keras.callbacks.Callback):
@@ -329,8 +335,12 @@ def fit_with_early_stopping(model, batches, steps_per_epoch, args, evaluate, met
             scores.append(float(evaluate()))
             if logs is not None:
                 logs[metric] = scores[-1]
-            elapsed = time.perf_counter() - start
-            if budget and elapsed * (len(scores) + 1) / len(scores) > budget:
+            now = time.perf_counter()
+            durations.append(now - (durations_end[-1] if durations_end else start))
+            durations_end.append(now)
+            # The first epoch also compiles: judge the next one by the later ones.
+            next_epoch = min(durations[1:]) if len(durations) > 1 else 0.0
+            if budget and now - start + next_epoch > budget:
                 print(f"time budget: another epoch would end after {budget:.0f}s of "
                       "training; stopping")
                 self.model.stop_training = True

@@ -33,6 +33,8 @@ import re
 
 import numpy as np
 
+from common import carve_dev_split
+
 #: The official MSRA test set (SIGHAN 2006) is the tail of msra_bio.txt from this chunk.
 MSRA_TEST_START = 50658
 
@@ -292,7 +294,6 @@ def load_ner_data(path):
             raise SystemExit(f"{path}: too few examples ({len(examples)}) to split")
         train, test, dev = examples[:cut], examples[cut:], None
     if dev is None:
-        from common import carve_dev_split
         train, dev = carve_dev_split(train)
         notes.append(f"no dev split: {len(dev)} random training examples (seed 0) held "
                      "out as the dev split that chooses the epoch")
@@ -418,6 +419,9 @@ def add_arguments(parser, lr, epochs, batch_size, maxlen):
     from common import add_run_arguments
     add_run_arguments(parser, epochs)
     parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--pad-to-longest", action="store_true",
+                        help="pad every batch to the longest sentence: one sequence "
+                        "length to compile (fastest on a GPU)")
     parser.add_argument("--length-multiple", type=int, default=16,
                         help="batches are padded to a multiple of this many tokens (fewer "
                         "compiled shapes with a larger one: 64 on a GPU)")
@@ -488,8 +492,12 @@ def token_mask(token_ids):
     return ops.not_equal(token_ids, 0)
 
 
-def _inputs(rows, length):
+def _inputs(rows, length, batch_rows=None):
+    """Padded inputs of ``rows``; with ``batch_rows``, topped up with copies of the
+    first row to that many rows (one compiled batch shape)."""
     from kerasformer.snippets import sequence_padding
+    if batch_rows:
+        rows = list(rows) + [rows[0]] * (batch_rows - len(rows))
     token_ids = sequence_padding([e.token_ids for e, _ in rows], length=length)
     # A tuple, not a list: TensorFlow's generator datasets take nested tuples only.
     return token_ids, np.zeros_like(token_ids)
@@ -519,6 +527,9 @@ def training_batches(encoded, batch_size, maxlen, make_target, seed, length=None
             batches = _vary_first_two(
                 batches, lambda rows: _padded_length(rows, maxlen, multiple))
         for rows in batches:
+            if len(rows) < batch_size:  # top up: one batch shape to compile
+                rows = rows + [encoded[i] for i in rng.randint(len(encoded),
+                                                               size=batch_size - len(rows))]
             n = length or _padded_length(rows, maxlen, multiple)
             yield _inputs(rows, n), np.stack([make_target(n, s) for _, s in rows])
 
@@ -549,7 +560,7 @@ def predict_entities(predict, encoded, types, batch_size, maxlen, decode, length
     for idx in length_sorted_batches([len(e.token_ids) for e, _ in encoded], batch_size):
         rows = [encoded[i] for i in idx]
         padded = length or _padded_length(rows, maxlen, multiple)
-        outputs = np.asarray(predict(_inputs(rows, padded)))
+        outputs = np.asarray(predict(_inputs(rows, padded, batch_size)))
         for i, output in zip(idx, outputs):
             spans = decode(output, len(encoded[i][0].token_ids))
             found[i] = char_spans(encoded[i][0], spans, types)
@@ -604,8 +615,8 @@ def run(script, description, args, build, make_target, decode, static_length=Fal
           f"{keras.config.dtype_policy().name}")
 
     length = None
-    if static_length:
-        length = _padded_length(train + dev + test, args.maxlen)
+    if static_length or args.pad_to_longest:
+        length = _padded_length(train + dev + test, args.maxlen, args.length_multiple)
         print(f"every batch is padded to {length} tokens")
     multiple = args.length_multiple
 

@@ -153,6 +153,9 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=float, default=0.1,
                    help="fraction of the updates with a linear warm-up (then linear decay)")
     p.add_argument("--maxlen", type=int, default=128, help="max tokens, [CLS]/[SEP] included")
+    p.add_argument("--length-multiple", type=int, default=32,
+                   help="batches are padded to a multiple of this many tokens (--maxlen: "
+                   "one compiled shape, fastest on a GPU)")
     p.add_argument("--head-size", type=int, default=64)
     p.add_argument("--limit", type=int, default=None, help="use N training examples")
     p.add_argument("--eval-limit", type=int, default=None, help="score N eval examples")
@@ -350,17 +353,18 @@ def sparse_labels(batch_labels, num_predicates, max_spans):
     return arrays
 
 
-def batch_inputs(token_id_lists, maxlen):
+def batch_inputs(token_id_lists, maxlen, multiple=32):
     """Token ids and (all-zero) segment ids padded to a bucketed length (few shapes to
     compile)."""
-    length = bucket_length([len(t) for t in token_id_lists], multiple=32, maxlen=maxlen)
+    length = bucket_length([len(t) for t in token_id_lists], multiple=multiple, maxlen=maxlen)
     token_ids = np.zeros((len(token_id_lists), length), dtype="int32")
     for row, ids in enumerate(token_id_lists):
         token_ids[row, :len(ids)] = ids
     return [token_ids, np.zeros_like(token_ids)]
 
 
-def training_batches(encoded, batch_size, num_predicates, max_spans, maxlen, seed):
+def training_batches(encoded, batch_size, num_predicates, max_spans, maxlen, seed,
+                     multiple=32):
     """Endless training batches: length-bucketed, shuffled every epoch; the short last
     batch of an epoch is topped up with random examples so every batch has one shape
     per length bucket."""
@@ -370,7 +374,7 @@ def training_batches(encoded, batch_size, num_predicates, max_spans, maxlen, see
         for idx in length_sorted_batches(lengths, batch_size, rng):
             if len(idx) < batch_size:
                 idx = np.concatenate([idx, rng.randint(len(encoded), size=batch_size - len(idx))])
-            inputs = batch_inputs([encoded[i][0] for i in idx], maxlen)
+            inputs = batch_inputs([encoded[i][0] for i in idx], maxlen, multiple)
             labels = sparse_labels([encoded[i][1] for i in idx], num_predicates, max_spans)
             yield tuple(inputs), tuple(labels)
 
@@ -462,7 +466,7 @@ def extract_triples(text, mapping, entity_logits, head_logits, tail_logits, pred
     return triples
 
 
-def predict_triples(model, tokenizer, texts, predicates, maxlen, batch_size):
+def predict_triples(model, tokenizer, texts, predicates, maxlen, batch_size, multiple=32):
     """Predicted triple sets of ``texts``, batched by length; batches are padded with
     copies of their first row to ``batch_size`` rows (one compiled shape per length)."""
     tokens = [tokenizer.tokenize(t, maxlen=maxlen) for t in texts]
@@ -471,7 +475,7 @@ def predict_triples(model, tokenizer, texts, predicates, maxlen, batch_size):
     for idx in length_sorted_batches([len(i) for i in ids], batch_size):
         rows = list(idx) + [idx[0]] * (batch_size - len(idx))
         outputs = [np.asarray(o) for o in model.predict_on_batch(
-            batch_inputs([ids[i] for i in rows], maxlen))]
+            batch_inputs([ids[i] for i in rows], maxlen, multiple))]
         for row, i in enumerate(idx):
             mapping = tokenizer.rematch(texts[i], tokens[i])
             results[i] = extract_triples(texts[i], mapping, *(o[row] for o in outputs),
@@ -571,12 +575,13 @@ def main(argv=None):
 
     def score(examples):
         predicted = predict_triples(model, tokenizer, [e["text"] for e in examples],
-                                    predicates, args.maxlen, args.eval_batch_size)
+                                    predicates, args.maxlen, args.eval_batch_size,
+                                    args.length_multiple)
         return predicted, triple_scores(predicted, [set(e["triples"]) for e in examples])
 
     run = fit_with_early_stopping(
         model, training_batches(encoded, args.batch_size, len(predicates), max_spans,
-                                args.maxlen, args.seed),
+                                args.maxlen, args.seed, args.length_multiple),
         steps, args, lambda: score(dev)[1]["f1"], "dev_triple_f1")
 
     eval_start = time.perf_counter()

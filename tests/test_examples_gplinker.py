@@ -111,7 +111,7 @@ def gold_round_trip(examples, tokenizer, predicates, maxlen):
 def webnlg_test_data():
     need(WEBNLG)
     vocab = minilm_vocab()
-    _, _, test, predicates, _ = ex.load_dataset(WEBNLG, "test")
+    _, _, _, test, predicates, _, _ = ex.load_dataset(WEBNLG, "test")
     return test, ex.Tokenizer(vocab, do_lower_case=True), predicates
 
 
@@ -149,7 +149,7 @@ def test_duie_gold_round_trip():
     entities (precision 0.998)."""
     need(DUIE)
     need(CHINESE_VOCAB)
-    _, _, dev, predicates, is_chinese = ex.load_dataset(DUIE)
+    _, _, _, dev, predicates, is_chinese, _ = ex.load_dataset(DUIE)
     assert is_chinese and len(predicates) == 55 and len(dev) == 2000
     tokenizer = ex.Tokenizer(CHINESE_VOCAB, do_lower_case=True)
     scores, lost, differs, n_gold = gold_round_trip(dev, tokenizer, predicates, 128)
