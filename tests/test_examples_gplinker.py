@@ -46,7 +46,8 @@ def test_smoke_duie_random_bert():
     need(CHINESE_VOCAB)
     out = run_example("--data", DUIE, "--random-init", "--vocab", CHINESE_VOCAB,
                       "--layers", "1", "--hidden", "64", *SMOKE).stdout
-    assert "data: DuIE 2.0 dev: 16 training / 8 eval sentences, 55 predicates" in out
+    assert "data: DuIE 2.0 dev: 16 training / 8 dev / 8 eval sentences, 55 predicates" in out
+    assert "held out" in out  # DuIE has no dev split of its own
     assert "NOTE: --random-init" in out
     assert f"backend: {keras.backend.backend()}" in out
     assert_metrics(out)
@@ -56,7 +57,8 @@ def test_smoke_webnlg_minilm():
     need(WEBNLG)
     minilm_vocab()
     out = run_example(*SMOKE).stdout
-    assert "data: WebNLG test: 16 training / 8 eval sentences, 216 predicates" in out
+    assert "data: WebNLG test: 16 training / 8 dev / 8 eval sentences, 216 predicates" in out
+    assert "early stopping: best dev_triple_f1" in out
     assert_metrics(out)
 
 
