@@ -163,6 +163,9 @@ def parse_args(argv=None):
                    help="batches are padded to a multiple of this many tokens (--maxlen: "
                    "one compiled shape, fastest on a GPU)")
     p.add_argument("--head-size", type=int, default=64)
+    p.add_argument("--pair-bias-init", type=float, default=-8.0,
+                   help="initial score of every (predicate, token pair) cell of the head "
+                   "and tail pointers: a rare-class prior (0: the layer's zero bias)")
     p.add_argument("--limit", type=int, default=None, help="use N training examples")
     p.add_argument("--eval-limit", type=int, default=None, help="score N eval examples")
     p.add_argument("--seed", type=int, default=0)
@@ -411,9 +414,20 @@ def build_model(args, num_predicates, vocab_size, config=None, weights=None):
     mask = PaddingMask(name="padding_mask")(encoder.inputs[0])
     entity = EfficientGlobalPointer(2, args.head_size, name="entity")(hidden, mask=mask)
     # Subject and object may come in either order: no lower-triangle mask, no RoPE.
-    pairs = [EfficientGlobalPointer(num_predicates, args.head_size, RoPE=False,
-                                    tril_mask=False, name=name)(hidden, mask=mask)
-             for name in HEAD_NAMES[1:]]
+    pair_layers = [EfficientGlobalPointer(num_predicates, args.head_size, RoPE=False,
+                                          tril_mask=False, name=name)
+                   for name in HEAD_NAMES[1:]]
+    pairs = [layer(hidden, mask=mask) for layer in pair_layers]
+    if args.pair_bias_init:
+        # The prior of a rare class (Lin et al., arXiv:1708.02002, sec. 4.1): start every
+        # (predicate, token pair) score at this value instead of about 0. EfficientGlobal-
+        # Pointer adds half of the start bias and half of the end bias of q_dense, so
+        # both set to b offset each logit by b. Without it, the first updates push the
+        # n^2 x 432 cells of the head/tail pointers negative with large gradients that also
+        # reach the encoder.
+        for layer in pair_layers:
+            bias = layer.q_dense.bias
+            bias.assign(ops.full(bias.shape, args.pair_bias_init, bias.dtype))
     return keras.Model(encoder.inputs, [entity, *pairs]), what
 
 

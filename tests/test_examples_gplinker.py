@@ -189,3 +189,23 @@ def test_triple_scores_and_decoder():
     tail[1, 2, 3] = 1
     assert ex.extract_triples(text, mapping, entity, head, tail, ["p", "q"]) == {
         ("ab cd", "q", "ef")}
+
+
+def test_pair_bias_init_offsets_every_pair_score():
+    """--pair-bias-init b: the head / tail pointer logits of the untrained model are
+    those of the zero-bias model (same seed) plus b at every unmasked cell; the entity
+    pointer is untouched."""
+    token_ids = np.array([[101, 7, 8, 9, 102, 0]], "int32")
+    inputs = [token_ids, np.zeros_like(token_ids)]
+    outputs = {}
+    for b in (0.0, -8.0):
+        args = ex.parse_args(["--random-init", "--layers", "1", "--hidden", "32",
+                              "--head-size", "8", "--pair-bias-init", str(b)])
+        model, _ = ex.build_model(args, 3, 200)
+        outputs[b] = [np.asarray(o) for o in model.predict_on_batch(inputs)]
+    real = np.ones((6, 6), bool)
+    real[5, :] = real[:, 5] = False  # the padding token's row and column are masked
+    np.testing.assert_allclose(outputs[-8.0][0], outputs[0.0][0], atol=1e-6)
+    for pointer in (1, 2):
+        diff = outputs[-8.0][pointer] - outputs[0.0][pointer]
+        np.testing.assert_allclose(diff[..., real], -8.0, atol=1e-4)
