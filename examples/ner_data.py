@@ -33,6 +33,8 @@ import re
 
 import numpy as np
 
+from common import carve_dev_split
+
 #: The official MSRA test set (SIGHAN 2006) is the tail of msra_bio.txt from this chunk.
 MSRA_TEST_START = 50658
 
@@ -196,7 +198,7 @@ _SPLIT_NAMES = {
     "test": ("test.txt", "test.json", "example.test", "test"),
 }
 
-NERData = collections.namedtuple("NERData", "train test types format name notes")
+NERData = collections.namedtuple("NERData", "train dev test types format name notes")
 
 # Display names of the known data sets (by folder / file name), for the results table.
 _NAMES = {"conll2003": "CoNLL-2003", "cluener2020": "CLUENER2020",
@@ -233,13 +235,15 @@ def load_ner_data(path):
     - A folder: ``train`` and ``test`` files (CoNLL ``train.txt`` / ``test.txt``, People's
       Daily ``example.*``, CLUENER ``*.json``...). An unlabelled test set (CLUENER) is
       replaced by the dev set; with no train file (People's Daily here) the model trains
-      on the dev set. The dev set is otherwise unused (no model selection).
+      on the dev set. A dev set left over (CoNLL ``valid.txt``) chooses the epoch (early
+      stopping); otherwise 10% of the training examples (at most 1,000, fixed seed) are
+      held out as the dev split, and a note says so.
     - One file (or a folder holding just one): ``msra_bio.txt`` (or any file with exactly MSRA's chunk count) is split
       at the official test start; any other file keeps its last 10% for testing.
 
     Returns:
-        ``NERData(train, test, types, format, name, notes)``; ``types`` sorted, from
-        both splits.
+        ``NERData(train, dev, test, types, format, name, notes)``; ``types`` sorted,
+        from all splits.
 
     Raises:
         SystemExit: missing path, unknown format, or no usable split (with the reason).
@@ -267,10 +271,17 @@ def load_ner_data(path):
                 f"{sorted(os.path.basename(p) for p in files.values()) or 'none'} "
                 f"(known names: {', '.join(sorted({n for v in _SPLIT_NAMES.values() for n in v}))})")
         kind, train = _read(files["train"])
-        test_kind, test = _read(files["test"])
-        if test_kind != kind:
-            raise SystemExit(f"{files['train']} is {kind} but {files['test']} is {test_kind}")
-        notes.insert(0, f"train: {files['train']}, test: {files['test']}")
+        dev = None
+        for split in ("test", "dev"):
+            if split not in files:
+                continue
+            split_kind, examples = _read(files[split])
+            if split_kind != kind:
+                raise SystemExit(f"{files['train']} is {kind} but {files[split]} is "
+                                 f"{split_kind}")
+            test, dev = (examples, dev) if split == "test" else (test, examples)
+        notes.insert(0, f"train: {files['train']}, test: {files['test']}"
+                     + (f", dev: {files['dev']}" if dev is not None else ""))
     else:
         kind, examples = _read(path)
         if os.path.basename(path) == "msra_bio.txt" or len(examples) == 55289:
@@ -281,11 +292,15 @@ def load_ner_data(path):
             notes.append(f"one file: testing on its last {len(examples) - cut} examples")
         if not 0 < cut < len(examples):
             raise SystemExit(f"{path}: too few examples ({len(examples)}) to split")
-        train, test = examples[:cut], examples[cut:]
-    types = sorted({t for _, ents in train + test for _, _, t in ents})
+        train, test, dev = examples[:cut], examples[cut:], None
+    if dev is None:
+        train, dev = carve_dev_split(train)
+        notes.append(f"no dev split: {len(dev)} random training examples (seed 0) held "
+                     "out as the dev split that chooses the epoch")
+    types = sorted({t for _, ents in train + dev + test for _, _, t in ents})
     if not types:
         raise SystemExit(f"{path}: no entities found")
-    return NERData(train, test, types, kind, name, notes)
+    return NERData(train, dev, test, types, kind, name, notes)
 
 
 # ------------------------------------------------------------- span <-> token mapping
@@ -401,8 +416,15 @@ def add_arguments(parser, lr, epochs, batch_size, maxlen):
     parser.add_argument("--layers", type=int, default=1, help="random BERT: layers")
     parser.add_argument("--hidden", type=int, default=64, help="random BERT: hidden size")
     parser.add_argument("--heads", type=int, default=2, help="random BERT: attention heads")
-    parser.add_argument("--epochs", type=int, default=epochs)
+    from common import add_run_arguments
+    add_run_arguments(parser, epochs)
     parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--pad-to-longest", action="store_true",
+                        help="pad every batch to the longest sentence: one sequence "
+                        "length to compile (fastest on a GPU)")
+    parser.add_argument("--length-multiple", type=int, default=16,
+                        help="batches are padded to a multiple of this many tokens (fewer "
+                        "compiled shapes with a larger one: 64 on a GPU)")
     parser.add_argument("--lr", type=float, default=lr, help="Adam learning rate (linear "
                         "decay to 0 over the run)")
     parser.add_argument("--maxlen", type=int, default=maxlen, help="max tokens per sentence "
@@ -410,8 +432,6 @@ def add_arguments(parser, lr, epochs, batch_size, maxlen):
     parser.add_argument("--limit", type=int, help="use only the first N training examples")
     parser.add_argument("--eval-limit", type=int, help="score only the first N test examples")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-record", action="store_true",
-                        help="do not write the result into examples/README.md")
 
 
 def load_for_args(args):
@@ -423,6 +443,7 @@ def load_for_args(args):
 
     data = load_ner_data(args.data or shared_data("conll2003"))
     data = data._replace(train=data.train[:args.limit] if args.limit else data.train,
+                         dev=data.dev[:args.dev_limit] if args.dev_limit else data.dev,
                          test=data.test[:args.eval_limit] if args.eval_limit else data.test)
     if args.random_init:
         config = weights = None
@@ -471,21 +492,26 @@ def token_mask(token_ids):
     return ops.not_equal(token_ids, 0)
 
 
-def _inputs(rows, length):
+def _inputs(rows, length, batch_rows=None):
+    """Padded inputs of ``rows``; with ``batch_rows``, topped up with copies of the
+    first row to that many rows (one compiled batch shape)."""
     from kerasformer.snippets import sequence_padding
+    if batch_rows:
+        rows = list(rows) + [rows[0]] * (batch_rows - len(rows))
     token_ids = sequence_padding([e.token_ids for e, _ in rows], length=length)
     # A tuple, not a list: TensorFlow's generator datasets take nested tuples only.
     return token_ids, np.zeros_like(token_ids)
 
 
-def _padded_length(rows, maxlen):
+def _padded_length(rows, maxlen, multiple=16):
     from common import bucket_length
-    return bucket_length([len(e.token_ids) for e, _ in rows], 16, maxlen)
+    return bucket_length([len(e.token_ids) for e, _ in rows], multiple, maxlen)
 
 
-def training_batches(encoded, batch_size, maxlen, make_target, seed, length=None):
+def training_batches(encoded, batch_size, maxlen, make_target, seed, length=None,
+                     multiple=16):
     """Endless ``((token_ids, segment_ids), targets)`` batches of similar lengths, padded
-    to a multiple of 16 tokens (few compiled shapes) or to ``length`` when given,
+    to a multiple of ``multiple`` tokens (few compiled shapes) or to ``length`` when given,
     reshuffled every epoch; ``make_target(length, token_spans)`` gives one example's
     targets."""
     import keras
@@ -498,9 +524,13 @@ def training_batches(encoded, batch_size, maxlen, make_target, seed, length=None
         batches = [[encoded[i] for i in idx]
                    for idx in length_sorted_batches(lengths, batch_size, rng)]
         if keras.backend.backend() == "tensorflow":
-            batches = _vary_first_two(batches, lambda rows: _padded_length(rows, maxlen))
+            batches = _vary_first_two(
+                batches, lambda rows: _padded_length(rows, maxlen, multiple))
         for rows in batches:
-            n = length or _padded_length(rows, maxlen)
+            if len(rows) < batch_size:  # top up: one batch shape to compile
+                rows = rows + [encoded[i] for i in rng.randint(len(encoded),
+                                                               size=batch_size - len(rows))]
+            n = length or _padded_length(rows, maxlen, multiple)
             yield _inputs(rows, n), np.stack([make_target(n, s) for _, s in rows])
 
 
@@ -519,7 +549,8 @@ def _vary_first_two(batches, key):
     return batches
 
 
-def predict_entities(predict, encoded, types, batch_size, maxlen, decode, length=None):
+def predict_entities(predict, encoded, types, batch_size, maxlen, decode, length=None,
+                     multiple=16):
     """Character entities of every encoded example: ``predict`` maps a batch of inputs
     (padded as in ``training_batches``) to outputs, ``decode(output_row, num_tokens)``
     one row to token spans."""
@@ -528,7 +559,8 @@ def predict_entities(predict, encoded, types, batch_size, maxlen, decode, length
     found = [None] * len(encoded)
     for idx in length_sorted_batches([len(e.token_ids) for e, _ in encoded], batch_size):
         rows = [encoded[i] for i in idx]
-        outputs = np.asarray(predict(_inputs(rows, length or _padded_length(rows, maxlen))))
+        padded = length or _padded_length(rows, maxlen, multiple)
+        outputs = np.asarray(predict(_inputs(rows, padded, batch_size)))
         for i, output in zip(idx, outputs):
             spans = decode(output, len(encoded[i][0].token_ids))
             found[i] = char_spans(encoded[i][0], spans, types)
@@ -536,7 +568,8 @@ def predict_entities(predict, encoded, types, batch_size, maxlen, decode, length
 
 
 def run(script, description, args, build, make_target, decode, static_length=False):
-    """Load, train, evaluate, print and record one NER run.
+    """Load, train with early stopping on the dev entity F1, evaluate, print and report
+    one NER run.
 
     Args:
         script: file name of the calling example (for the results table).
@@ -556,9 +589,10 @@ def run(script, description, args, build, make_target, decode, static_length=Fal
 
     import keras
 
-    from common import record_result
+    from common import fit_with_early_stopping, report_run, setup_precision
 
     started = time.perf_counter()
+    setup_precision(args)
     data, tokenizer, config, weights, ckpt_name = load_for_args(args)
     types = data.types
     for note in data.notes:
@@ -566,46 +600,50 @@ def run(script, description, args, build, make_target, decode, static_length=Fal
     encode_all = lambda examples: [  # noqa: E731
         (e, token_spans(e, ents, types))
         for e, ents in ((encode(tokenizer, text, args.maxlen), ents) for text, ents in examples)]
-    train, test = encode_all(data.train), encode_all(data.test)
+    train, dev, test = encode_all(data.train), encode_all(data.dev), encode_all(data.test)
     kept = sum(len(s) for _, s in train)
     total = sum(len(ents) for _, ents in data.train)
-    print(f"data: {data.format}, {len(train)} training / {len(test)} test examples, types "
-          f"{types}; {kept}/{total} training entities expressible in tokens at maxlen "
-          f"{args.maxlen}")
+    print(f"data: {data.format}, {len(train)} training / {len(dev)} dev / {len(test)} test "
+          f"examples, types {types}; {kept}/{total} training entities expressible in "
+          f"tokens at maxlen {args.maxlen}")
 
     encoder = build_encoder(args, config, weights, tokenizer.vocab_size)
     steps = -(-len(train) // args.batch_size)
     model, predict = build(encoder, types, args, steps * args.epochs)
     print(f"backend: {keras.backend.backend()}; model: {ckpt_name}, {description}, "
-          f"{model.count_params() / 1e6:.1f}M parameters")
+          f"{model.count_params() / 1e6:.1f}M parameters; dtype policy "
+          f"{keras.config.dtype_policy().name}")
 
     length = None
-    if static_length:
-        length = _padded_length(train + test, args.maxlen)
+    if static_length or args.pad_to_longest:
+        length = _padded_length(train + dev + test, args.maxlen, args.length_multiple)
         print(f"every batch is padded to {length} tokens")
+    multiple = args.length_multiple
+
+    def score(encoded, gold):
+        found = predict_entities(predict, encoded, types, 64, args.maxlen,
+                                 lambda out, n: decode(out, n, types), length, multiple)
+        return entity_prf([ents for _, ents in gold], found)
+
     batches = training_batches(train, args.batch_size, args.maxlen,
                                lambda n, spans: make_target(n, spans, types), args.seed,
-                               length)
-    train_start = time.perf_counter()
-    model.fit(batches, steps_per_epoch=steps, epochs=args.epochs,
-              shuffle=False, verbose=2)  # the batches are shuffled already
-    train_seconds = time.perf_counter() - train_start
+                               length, multiple)
+    run_info = fit_with_early_stopping(model, batches, steps, args,
+                                       lambda: score(dev, data.dev)["f1"], "dev_f1")
 
     eval_start = time.perf_counter()
-    found = predict_entities(predict, test, types, 64, args.maxlen,
-                             lambda out, n: decode(out, n, types), length)
-    scores = entity_prf([ents for _, ents in data.test], found)
+    scores = score(test, data.test)
     wall = time.perf_counter() - started
-    print(f"time: training {train_seconds:.0f}s ({args.epochs} epochs x {steps} steps), "
-          f"evaluation {time.perf_counter() - eval_start:.0f}s, total {wall:.0f}s")
+    print(f"time: training {run_info['train_seconds']:.0f}s ({run_info['epochs_run']} epochs "
+          f"x {steps} steps, dev scoring included), test evaluation "
+          f"{time.perf_counter() - eval_start:.0f}s, total {wall:.0f}s")
     print(f"test: {scores['gold']} gold / {scores['predicted']} predicted / "
           f"{scores['correct']} correct entities")
     print(f"entity-level micro F1: {scores['f1']:.4f} (precision {scores['precision']:.4f}, "
           f"recall {scores['recall']:.4f}) on {len(test)} {data.name} test examples")
-    if not args.no_record:
-        split = "dev" if any("evaluating on" in n for n in data.notes) else "test"
-        record_result(script, f"{data.name} {split}", ckpt_name, args.epochs,
-                      {"entity F1": scores["f1"]}, wall)
+    split = "dev" if any("evaluating on" in n for n in data.notes) else "test"
+    report_run(args, script, f"{data.name} {split}", ckpt_name,
+               {"entity F1": scores["f1"]}, wall, run_info)
     return scores
 
 

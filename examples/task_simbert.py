@@ -53,8 +53,14 @@ Usage:
     python examples/task_simbert.py --data ../shared/data/lcqmc --random-init \\
         --vocab ../shared/data/vocab/chinese_bert/vocab.txt --layers 1 --hidden 64
 
-Measured with the defaults (JAX, 2 shared CPU cores, load average 3-5 from other jobs
-during the run): STS-B test Spearman 0.82032 before (= sentence-transformers) and
+Epochs: ``--epochs`` (default 10) is a maximum; after each epoch the Spearman of the dev
+pairs (STS-B ``sts-dev.csv`` next to the training file, ``dev.txt`` next to an LCQMC
+``train.txt``, else 10% of the training file's rows held out with seed 0) decides:
+training stops after ``--patience`` (2) epochs without a better dev Spearman and the best
+epoch's weights are restored (``common.fit_with_early_stopping``).
+
+Measured with ``--epochs 5`` (before early stopping existed; JAX, 2 shared CPU cores,
+load average 3-5 from other jobs during the run): STS-B test Spearman 0.82032 before (= sentence-transformers) and
 0.80194 after 5 epochs (215 steps of 32 pairs); 14.8 min wall time (training 825 s,
 about 3-5 s a step). Per epoch (a tuning run with the same seed): 0.762, 0.780, 0.786,
 0.795, 0.802. The Spearman goes *down*: all-MiniLM-L6-v2 was already trained
@@ -88,9 +94,11 @@ from kerasformer.optimizers import (extend_with_parameter_wise_lr,
 from kerasformer.snippets import sequence_padding
 from kerasformer.tokenizers import Tokenizer
 
-from common import (HERE, bucket_length, checkpoint_files, default_minilm_checkpoint,
-                    encode_sentences, is_uncased, length_sorted_batches, load_sts,
-                    mean_pool, record_result, require_path, shared_data, spearman)
+from common import (HERE, add_run_arguments, bucket_length, carve_dev_split,
+                    checkpoint_files, default_minilm_checkpoint, encode_sentences,
+                    fit_with_early_stopping, is_uncased, length_sorted_batches, load_sts,
+                    mean_pool, report_run, require_path, setup_precision, shared_data,
+                    spearman)
 
 DEFAULT_TRAIN = shared_data("stsbenchmark", "sts-train.csv")
 DEFAULT_TEST = os.path.join(HERE, "datasets", "sts-test.csv")
@@ -99,7 +107,6 @@ EVAL_MAXLEN = 256  # all-MiniLM-L6-v2's max_seq_length: the reference's setting
 SCALE = 30.0  # SimBERT's inverse temperature of the retrieval loss
 MLM_HEAD = ("MLM-Dense/kernel", "MLM-Dense/bias", "MLM-Norm/gamma", "MLM-Norm/beta",
             "MLM-Bias/bias")
-DEMO_SENTENCES = 3
 
 
 def parse_args(argv=None):
@@ -116,7 +123,10 @@ def parse_args(argv=None):
     p.add_argument("--pooling", choices=("mean", "cls"), default="mean",
                    help="sentence vector: mean of segment-0 tokens, or SimBERT's [CLS] "
                    "through a linear pooler")
-    p.add_argument("--epochs", type=int, default=5)
+    add_run_arguments(p, epochs=10)
+    p.add_argument("--dev-data", help="pairs scored by Spearman after each epoch (early "
+                   "stopping); default: sts-dev.csv next to STS-B training data, dev.txt "
+                   "next to an LCQMC train.txt, else 10%% of the training file's rows")
     p.add_argument("--batch-size", type=int, default=32,
                    help="pairs per batch (two rows each)")
     p.add_argument("--lr", type=float, default=2e-5, help="AdamW learning rate")
@@ -140,7 +150,11 @@ def parse_args(argv=None):
     p.add_argument("--top-p", type=float, default=None, help="sampling: nucleus threshold")
     p.add_argument("--gen-maxlen", type=int, default=32, help="max new tokens generated")
     p.add_argument("--show", type=int, default=5, help="ranked candidates printed")
-    p.add_argument("--no-record", action="store_true", help="do not write examples/README.md")
+    p.add_argument("--demo-sentences", type=int, default=3,
+                   help="test sentences to generate similar sentences for (0: none)")
+    p.add_argument("--length-multiple", type=int, default=16,
+                   help="batches are padded to a multiple of this many tokens (fewer "
+                   "compiled shapes with a larger one: 64 on a GPU)")
     # A small random BERT instead of a checkpoint (tests of the Chinese path).
     p.add_argument("--random-init", action="store_true",
                    help="random BERT of --layers / --hidden / --heads (needs --vocab)")
@@ -198,8 +212,10 @@ def load_scored_pairs(path):
 
 
 def resolve_data(args):
-    """``(train_path, eval_path, note)``; an LCQMC folder trains on the positives of
-    train.txt, or of dev.txt when (as in ../shared/data/lcqmc) there is none."""
+    """``(train_path, eval_path, dev_path, note)``; an LCQMC folder trains on the
+    positives of train.txt, or of dev.txt when (as in ../shared/data/lcqmc) there is
+    none. ``dev_path`` is None when no dev file is known (then rows of the training
+    file are held out, see :func:`split_dev`)."""
     train, note = args.data or DEFAULT_TRAIN, ""
     require_path(train, "training data")
     folder = None
@@ -215,12 +231,40 @@ def resolve_data(args):
             note = (f"{folder} has no train split: the positive pairs of dev.txt are the "
                     "training pairs")
     eval_path = args.eval_data
+    fmt = sniff_format(train)
     if eval_path is None:
-        if sniff_format(train) == "sts":
+        if fmt == "sts":
             eval_path = DEFAULT_TEST
         else:
             eval_path = os.path.join(folder or os.path.dirname(train), "test.txt")
-    return train, require_path(eval_path, "evaluation data"), note
+    dev_path = args.dev_data
+    if dev_path is None:
+        candidate = os.path.join(os.path.dirname(train),
+                                 "sts-dev.csv" if fmt == "sts" else "dev.txt")
+        if os.path.exists(candidate) and os.path.abspath(candidate) != os.path.abspath(train):
+            dev_path = candidate
+    return (train, require_path(eval_path, "evaluation data"),
+            dev_path and require_path(dev_path, "dev data"), note)
+
+
+def split_dev(train_path, dev_path, min_score):
+    """``(paraphrase pairs, (dev s1, dev s2, dev gold), note)``: the dev file's scored
+    pairs, or, without one, 10% of the training file's rows (at most 1,000, seed 0)
+    held out before the paraphrase pairs are taken from the rest."""
+    s1, s2, gold, fmt = load_scored_pairs(train_path)
+    rows = list(zip(s1, s2, gold))
+    if dev_path:
+        d1, d2, dgold, _ = load_scored_pairs(dev_path)
+        dev, note = (d1, d2, dgold), f"dev: {dev_path}"
+    else:
+        rows, held = carve_dev_split(rows)
+        d1, d2, dgold = zip(*held)
+        dev = (list(d1), list(d2), np.array(dgold))
+        note = (f"no dev file: {len(held)} random rows of {train_path} (seed 0) held out "
+                "as the dev split")
+    threshold = min_score if fmt == "sts" else 1.0
+    pairs = [(a, b) for a, b, g in rows if g >= threshold and a != b]
+    return pairs, dev, note
 
 
 def paraphrase_pairs(path, min_score):
@@ -241,7 +285,7 @@ def encode_pair_rows(tokenizer, pairs, maxlen):
     return rows
 
 
-def training_batches(rows, batch_size, seed, maxlen):
+def training_batches(rows, batch_size, seed, maxlen, multiple=16):
     """Endless ``(inputs, targets)`` batches of whole pairs: pairs of similar length
     together, padded to a multiple of 16 tokens (few compiled shapes); an incomplete
     last batch is dropped unless it is the only one (one more shape to compile, and the
@@ -255,7 +299,7 @@ def training_batches(rows, batch_size, seed, maxlen):
         full = [b for b in batches if len(b) == batch_size]
         for pair_idx in full or batches:
             idx = [r for i in pair_idx for r in (2 * i, 2 * i + 1)]
-            length = bucket_length([len(rows[i][0]) for i in idx], 16, maxlen)
+            length = bucket_length([len(rows[i][0]) for i in idx], multiple, maxlen)
             tokens = sequence_padding([rows[i][0] for i in idx], length=length)
             segments = sequence_padding([rows[i][1] for i in idx], length=length)
             yield ((tokens, segments),
@@ -385,7 +429,8 @@ def make_encoder(transformer, vector, tokenizer, args):
         predict, pool = keras.Model(inputs, hidden).predict_on_batch, mean_pool
 
     def encode(texts):
-        vectors = encode_sentences(predict, tokenizer, texts, EVAL_MAXLEN, 64, pool)
+        vectors = encode_sentences(predict, tokenizer, texts, EVAL_MAXLEN, 64, pool,
+                                   args.length_multiple)
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
     return encode
@@ -477,11 +522,14 @@ def check_reference(before, args, eval_path, name):
 def main(argv=None):
     args = parse_args(argv)
     started = time.perf_counter()
+    setup_precision(args)
     keras.utils.set_random_seed(args.seed)
-    train_path, eval_path, note = resolve_data(args)
-    pairs = paraphrase_pairs(train_path, args.min_score)
+    train_path, eval_path, dev_path, note = resolve_data(args)
+    pairs, dev, dev_note = split_dev(train_path, dev_path, args.min_score)
     if args.limit:
         pairs = pairs[:args.limit]
+    if args.dev_limit:
+        dev = tuple(d[:args.dev_limit] for d in dev)
     if len(pairs) < 2:
         raise SystemExit(f"{train_path}: fewer than 2 paraphrase pairs; the in-batch loss "
                          "needs other pairs as negatives")
@@ -489,7 +537,7 @@ def main(argv=None):
     if args.eval_limit:
         s1, s2, gold = s1[:args.eval_limit], s2[:args.eval_limit], gold[:args.eval_limit]
     print(f"data: {len(pairs)} paraphrase pairs ({2 * len(pairs)} rows) from {train_path}; "
-          f"{len(gold)} evaluation pairs from {eval_path}")
+          f"{len(gold)} evaluation pairs from {eval_path}; {len(dev[2])} dev pairs ({dev_note})")
     if note:
         print(f"NOTE: {note}")
 
@@ -513,23 +561,24 @@ def main(argv=None):
 
     rows = encode_pair_rows(tokenizer, pairs, args.maxlen)
     steps = steps_per_epoch(len(pairs), args.batch_size)
-    train_start = time.perf_counter()
-    model.fit(training_batches(rows, args.batch_size, args.seed, args.maxlen),
-              steps_per_epoch=steps, epochs=args.epochs, shuffle=False,
-              verbose=2)  # the batches are shuffled by training_batches
-    train_seconds = time.perf_counter() - train_start
+    run = fit_with_early_stopping(
+        model, training_batches(rows, args.batch_size, args.seed, args.maxlen,
+                                args.length_multiple), steps,
+        args, lambda: evaluate(encode, *dev), "dev_spearman")
 
     after = evaluate(encode, s1, s2, gold)
-    show_similar_sentences(transformer, tokenizer, encode, list(s1[:DEMO_SENTENCES]), args)
+    if args.demo_sentences:
+        show_similar_sentences(transformer, tokenizer, encode,
+                               list(s1[:args.demo_sentences]), args)
     wall = time.perf_counter() - started
-    print(f"\ntime: training {train_seconds:.0f}s ({args.epochs} epochs x {steps} steps of "
-          f"{args.batch_size} pairs), total {wall:.0f}s")
+    print(f"\ntime: training {run['train_seconds']:.0f}s ({run['epochs_run']} epochs x "
+          f"{steps} steps of {args.batch_size} pairs, dev scoring included), total "
+          f"{wall:.0f}s")
     print(f"{metric} before: {before:.5f}  after: {after:.5f}")
-    if not args.no_record:
-        data = (f"STS-B train>={args.min_score:g} / test" if eval_format == "sts" else
-                f"{os.path.basename(train_path)} positives / {os.path.basename(eval_path)}")
-        record_result("task_simbert.py", data, f"{name} ({args.pooling})", args.epochs,
-                      {"Spearman before": before, "Spearman after": after}, wall)
+    data = (f"STS-B train>={args.min_score:g} / test" if eval_format == "sts" else
+            f"{os.path.basename(train_path)} positives / {os.path.basename(eval_path)}")
+    report_run(args, "task_simbert.py", data, f"{name} ({args.pooling})",
+               {"Spearman before": before, "Spearman after": after}, wall, run)
     return before, after
 
 

@@ -47,10 +47,14 @@ def run_example(script, *args, timeout=300):
     return proc.stdout
 
 
-def import_example(name):
-    """Import ``examples/<name>.py`` as a module (examples import their siblings)."""
-    sys.path.insert(0, EXAMPLES)
+def import_example(name, folder=None):
+    """Import ``examples/[folder/]<name>.py`` as a module (examples import their
+    siblings and ``examples/common.py``)."""
+    paths = [EXAMPLES] + ([os.path.join(EXAMPLES, folder)] if folder else [])
+    for path in paths:
+        sys.path.insert(0, path)
     try:
         return importlib.import_module(name)
     finally:
-        sys.path.remove(EXAMPLES)
+        for path in paths:
+            sys.path.remove(path)

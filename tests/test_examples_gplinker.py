@@ -37,7 +37,7 @@ def assert_metrics(out):
     assert all(0.0 <= float(v) <= 1.0 for v in match.groups())
 
 
-SMOKE = ("--epochs", "1", "--limit", "16", "--eval-limit", "8", "--maxlen", "32",
+SMOKE = ("--epochs", "1", "--limit", "16", "--dev-limit", "8", "--eval-limit", "8", "--maxlen", "32",
          "--batch-size", "8", "--eval-batch-size", "8", "--no-record")
 
 
@@ -46,7 +46,8 @@ def test_smoke_duie_random_bert():
     need(CHINESE_VOCAB)
     out = run_example("--data", DUIE, "--random-init", "--vocab", CHINESE_VOCAB,
                       "--layers", "1", "--hidden", "64", *SMOKE).stdout
-    assert "data: DuIE 2.0 dev: 16 training / 8 eval sentences, 55 predicates" in out
+    assert "data: DuIE 2.0 dev: 16 training / 8 dev / 8 eval sentences, 55 predicates" in out
+    assert "held out" in out  # DuIE has no dev split of its own
     assert "NOTE: --random-init" in out
     assert f"backend: {keras.backend.backend()}" in out
     assert_metrics(out)
@@ -56,7 +57,8 @@ def test_smoke_webnlg_minilm():
     need(WEBNLG)
     minilm_vocab()
     out = run_example(*SMOKE).stdout
-    assert "data: WebNLG test: 16 training / 8 eval sentences, 216 predicates" in out
+    assert "data: WebNLG test: 16 training / 8 dev / 8 eval sentences, 216 predicates" in out
+    assert "early stopping: best dev_triple_f1" in out
     assert_metrics(out)
 
 
@@ -111,7 +113,7 @@ def gold_round_trip(examples, tokenizer, predicates, maxlen):
 def webnlg_test_data():
     need(WEBNLG)
     vocab = minilm_vocab()
-    _, _, test, predicates, _ = ex.load_dataset(WEBNLG, "test")
+    _, _, _, test, predicates, _, _ = ex.load_dataset(WEBNLG, "test")
     return test, ex.Tokenizer(vocab, do_lower_case=True), predicates
 
 
@@ -149,7 +151,7 @@ def test_duie_gold_round_trip():
     entities (precision 0.998)."""
     need(DUIE)
     need(CHINESE_VOCAB)
-    _, _, dev, predicates, is_chinese = ex.load_dataset(DUIE)
+    _, _, _, dev, predicates, is_chinese, _ = ex.load_dataset(DUIE)
     assert is_chinese and len(predicates) == 55 and len(dev) == 2000
     tokenizer = ex.Tokenizer(CHINESE_VOCAB, do_lower_case=True)
     scores, lost, differs, n_gold = gold_round_trip(dev, tokenizer, predicates, 128)
@@ -187,3 +189,23 @@ def test_triple_scores_and_decoder():
     tail[1, 2, 3] = 1
     assert ex.extract_triples(text, mapping, entity, head, tail, ["p", "q"]) == {
         ("ab cd", "q", "ef")}
+
+
+def test_pair_bias_init_offsets_every_pair_score():
+    """--pair-bias-init b: the head / tail pointer logits of the untrained model are
+    those of the zero-bias model (same seed) plus b at every unmasked cell; the entity
+    pointer is untouched."""
+    token_ids = np.array([[101, 7, 8, 9, 102, 0]], "int32")
+    inputs = [token_ids, np.zeros_like(token_ids)]
+    outputs = {}
+    for b in (0.0, -8.0):
+        args = ex.parse_args(["--random-init", "--layers", "1", "--hidden", "32",
+                              "--head-size", "8", "--pair-bias-init", str(b)])
+        model, _ = ex.build_model(args, 3, 200)
+        outputs[b] = [np.asarray(o) for o in model.predict_on_batch(inputs)]
+    real = np.ones((6, 6), bool)
+    real[5, :] = real[:, 5] = False  # the padding token's row and column are masked
+    np.testing.assert_allclose(outputs[-8.0][0], outputs[0.0][0], atol=1e-6)
+    for pointer in (1, 2):
+        diff = outputs[-8.0][pointer] - outputs[0.0][pointer]
+        np.testing.assert_allclose(diff[..., real], -8.0, atol=1e-4)

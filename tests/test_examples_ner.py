@@ -22,7 +22,7 @@ task_ner_globalpointer = import_example("task_ner_globalpointer")
 
 F1_LINE = re.compile(r"entity-level micro F1: ([0-9.]+) \(precision ([0-9.]+), "
                      r"recall ([0-9.]+)\) on (\d+) ")
-TINY = ("--epochs", "1", "--batch-size", "16", "--maxlen", "64", "--no-record")
+TINY = ("--epochs", "1", "--dev-limit", "16", "--batch-size", "16", "--maxlen", "64")
 
 
 @pytest.mark.parametrize("script,data,extra", [
@@ -100,16 +100,20 @@ def test_conll2003_reader_matches_published_counts():
     assert [(text[s:e + 1], t) for s, e, t in ents] == [("EU", "ORG"), ("German", "MISC"),
                                                          ("British", "MISC")]
     data = ner_data.load_ner_data(folder)
-    assert (len(data.train), len(data.test), data.types) == (
-        14041, 3453, ["LOC", "MISC", "ORG", "PER"])
+    assert (len(data.train), len(data.dev), len(data.test), data.types) == (
+        14041, 3250, 3453, ["LOC", "MISC", "ORG", "PER"])  # valid.txt chooses the epoch
 
 
 def test_chinese_readers_and_splits():
     cluener = os.path.join(SHARED, "cluener2020")
     need(cluener)
     data = ner_data.load_ner_data(cluener)
-    assert data.format == "cluener" and len(data.train) == 10748 and len(data.test) == 1343
+    assert data.format == "cluener" and len(data.test) == 1343
     assert any("evaluating on dev.json" in n for n in data.notes)  # test.json is unlabelled
+    # No dev split left: 10% of train, at most 1,000, held out (seed 0), disjoint.
+    assert (len(data.train), len(data.dev)) == (10748 - 1000, 1000)
+    assert any("held out" in n for n in data.notes)
+    assert not {t for t, _ in data.dev} & {t for t, _ in data.train[:2000]}
     # The inclusive end: every span's text is the entity string named in the JSON.
     with open(os.path.join(cluener, "dev.json"), encoding="utf-8") as f:
         for line, (text, ents) in zip(f, data.test):
@@ -121,12 +125,13 @@ def test_chinese_readers_and_splits():
     people = os.path.join(SHARED, "people_daily_ner")
     need(people)
     data = ner_data.load_ner_data(people)
-    assert data.format == "char_bio" and (len(data.train), len(data.test)) == (2318, 4636)
+    assert data.format == "char_bio" and len(data.test) == 4636
+    assert (len(data.train), len(data.dev)) == (2318 - 231, 231)
     assert any("training on example.dev" in n for n in data.notes)
     msra = os.path.join(SHARED, "msra_ner", "msra_bio.txt")
     need(msra)
     data = ner_data.load_ner_data(os.path.dirname(msra))
-    assert (len(data.train), len(data.test)) == (50658, 4631)
+    assert (len(data.train) + len(data.dev), len(data.test)) == (50658, 4631)
     # SIGHAN 2006 MSRA test: 2,877 LOC and 1,331 ORG (PER: 1,984 here vs 1,973 published).
     counts = collections.Counter(t for _, ents in data.test for *_, t in ents)
     assert (counts["LOC"], counts["ORG"]) == (2877, 1331)

@@ -48,7 +48,7 @@ def ex():
 def test_smoke_minilm_stsb():
     need(STS_TRAIN)
     need_minilm()
-    out = run_example("--limit", "16", "--eval-limit", "40", "--epochs", "1",
+    out = run_example("--limit", "16", "--eval-limit", "40", "--dev-limit", "16", "--epochs", "1",
                       "--batch-size", "8", "--maxlen", "32", "--num-candidates", "3",
                       "--gen-maxlen", "6", "--no-record")
     assert "data: 16 paraphrase pairs (32 rows)" in out
@@ -63,7 +63,7 @@ def test_smoke_random_bert_lcqmc():
     need(LCQMC)
     need(CHINESE_VOCAB)
     out = run_example("--data", LCQMC, "--random-init", "--vocab", CHINESE_VOCAB,
-                      "--layers", "1", "--hidden", "64", "--limit", "16", "--eval-limit", "40",
+                      "--layers", "1", "--hidden", "64", "--limit", "16", "--eval-limit", "40", "--dev-limit", "16",
                       "--epochs", "1", "--batch-size", "8", "--maxlen", "32",
                       "--num-candidates", "3", "--gen-maxlen", "6", "--no-record")
     assert "has no train split: the positive pairs of dev.txt are the training pairs" in out
