@@ -735,3 +735,225 @@ class ViterbiDecoder:
         for best in reversed(pointers):
             path.append(int(best[path[-1]]))
         return np.array(path[::-1], dtype="int64")
+
+
+# ---------------------------------------------------------------------------------------
+# bert4keras script helpers: open, to_array, uniout, WebServing
+# ---------------------------------------------------------------------------------------
+import builtins as _builtins  # noqa: E402  (`open` below shadows the builtin here)
+import json as _json  # noqa: E402
+import os as _os  # noqa: E402
+import types as _types  # noqa: E402
+
+
+def to_array(*args):
+    """``np.array`` of each argument; one argument gives one array, several a list
+    (bert4keras ``to_array``)."""
+    arrays = [np.array(a) for a in args]
+    return arrays[0] if len(arrays) == 1 else arrays
+
+
+# bert4keras's `from bert4keras.snippets import uniout` printed lists of Chinese strings
+# readably on Python 2; Python 3 already does, so the name only has to exist.
+uniout = _types.ModuleType("uniout", "No-op on Python 3 (bert4keras compatibility).")
+
+
+class open:  # noqa: A001  (bert4keras's name; shadows the builtin on purpose)
+    """bert4keras's ``open``: the builtin ``open`` plus optional line indexing.
+
+    Args:
+        name: file path.
+        mode: as for the builtin (``"r"``, ``"w"``...).
+        encoding, errors: as for the builtin (text modes).
+        indexable: False; True to index the start of every line so that ``f[i]`` and
+            ``len(f)`` work on large files without reading them into memory; or a path
+            (str) of a JSON file caching the offsets (read if it exists, else written).
+
+    Iteration yields lines (through the index when there is one). ``read``, ``readline``,
+    ``readlines``, ``write``, ``flush``, ``close``, ``tell``, ``seek`` and the context
+    manager behave like the builtin file object's.
+
+    Raises:
+        OSError: as the builtin ``open`` does.
+    """
+
+    def __init__(self, name, mode="r", encoding=None, errors=None, indexable=False):
+        self.name = name
+        if "b" in mode:
+            self.file = _builtins.open(name, mode)
+        else:
+            self.file = _builtins.open(name, mode, encoding=encoding, errors=errors)
+        self.encoding = encoding
+        self.errors = errors
+        self.iterator = None
+        if indexable:
+            if is_string(indexable) and _os.path.exists(indexable):
+                with _builtins.open(indexable) as f:
+                    self.offsets = _json.load(f)
+            else:
+                self.create_indexes()
+                if is_string(indexable):
+                    with _builtins.open(indexable, "w") as f:
+                        _json.dump(self.offsets, f)
+
+    def create_indexes(self):
+        """Record the offset of every line (text-mode ``tell`` values are opaque cookies
+        that ``seek`` accepts)."""
+        self.offsets, offset = [], self.file.tell()
+        while self.file.readline():
+            self.offsets.append(offset)
+            offset = self.file.tell()
+        self.file.seek(0)
+
+    def __getitem__(self, key):
+        self.file.seek(self.offsets[key])
+        return self.file.readline()
+
+    def __len__(self):
+        return len(self.offsets)
+
+    def __iter__(self):
+        if hasattr(self, "offsets"):
+            for i in range(len(self)):
+                yield self[i]
+        else:
+            yield from self.file
+
+    def __next__(self):
+        if self.iterator is None:
+            self.iterator = self.__iter__()
+        return next(self.iterator)
+
+    next = __next__
+
+    def read(self, *args):
+        return self.file.read(*args)
+
+    def readline(self, *args):
+        return self.file.readline(*args)
+
+    def readlines(self, *args):
+        return self.file.readlines(*args)
+
+    def write(self, text):
+        return self.file.write(text)
+
+    def flush(self):
+        self.file.flush()
+
+    def close(self):
+        self.file.close()
+
+    def tell(self):
+        return self.file.tell()
+
+    def seek(self, offset=0, whence=0):
+        return self.file.seek(offset, whence)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        self.close()
+
+
+class WebServing:
+    """A tiny HTTP interface to a Python function (bert4keras ``WebServing``), on
+    ``bottle`` (``pip install kerasformer[web]``); for demos, not production::
+
+        web = WebServing(port=8864)
+        web.route("/gen_synonyms", gen_synonyms, {"text": (None, True), "n": (int, False)})
+        web.start()      # GET http://127.0.0.1:8864/gen_synonyms?text=...
+
+    Each response is JSON ``{"code": 0, "desc": "succeeded", "data": func(**kwargs)}``;
+    ``code`` 1 when a required argument is missing, 2 when ``func`` raised (``desc`` holds
+    the message).
+
+    Args:
+        host: interface to listen on (``"0.0.0.0"``: all).
+        port: int; 0 picks a free port (read ``self.port`` once started).
+        server: a bottle server name: ``"paste"`` (bert4keras's default; needs the
+            ``paste`` package), ``"wsgiref"`` (standard library; :meth:`stop` works for
+            it), ``"waitress"``...
+
+    Raises:
+        ImportError: when ``bottle`` is not installed.
+    """
+
+    def __init__(self, host="0.0.0.0", port=8000, server="paste"):
+        import bottle
+
+        self.host = host
+        self.port = port
+        self.server = server
+        self.bottle = bottle
+        # An app of our own, so that routes of two servers do not mix in bottle's default.
+        self.app = bottle.Bottle()
+        self._adapter = None
+
+    def wraps(self, func, arguments, method="GET"):
+        """The bottle handler calling ``func`` with the request's arguments.
+
+        Args:
+            func: function returning something ``json.dumps`` accepts.
+            arguments: ``{name: (converter or None, required)}``; request values are
+                strings, ``converter`` (e.g. ``int``) turns them into the argument.
+            method: ``"GET"`` (query string) or ``"POST"`` (form fields).
+        """
+
+        def handler():
+            outputs = {"code": 0, "desc": "succeeded", "data": {}}
+            source = self.bottle.request.GET if method == "GET" else self.bottle.request.POST
+            kwargs = {}
+            for key, (convert, required) in arguments.items():
+                value = source.getunicode(key)
+                if value is None:
+                    if required:
+                        outputs.update(code=1, desc=f'lack of "{key}" argument')
+                        return _json.dumps(outputs, ensure_ascii=False)
+                    continue
+                kwargs[key] = convert(value) if convert is not None else value
+            try:
+                outputs["data"] = func(**kwargs)
+            except Exception as error:  # reported to the client, as bert4keras does
+                outputs.update(code=2, desc=str(error))
+            self.bottle.response.content_type = "application/json; charset=utf-8"
+            return _json.dumps(outputs, ensure_ascii=False)
+
+        return handler
+
+    def route(self, path, func, arguments, method="GET"):
+        """Serve ``func`` at ``path`` (see :meth:`wraps` for the arguments)."""
+        self.app.route(path, method=method)(self.wraps(func, arguments, method))
+
+    def start(self):
+        """Serve until :meth:`stop` (or Ctrl-C); blocks the calling thread."""
+        server = self.server
+        if server == "wsgiref":
+            # Keep the adapter: it holds the server object that stop() shuts down.
+            server = self._adapter = self.bottle.WSGIRefServer(
+                host=self.host, port=self.port, quiet=True
+            )
+        self.bottle.run(app=self.app, host=self.host, port=self.port, server=server,
+                        quiet=True)
+
+    @property
+    def bound_port(self):
+        """The port actually listened on (``wsgiref`` server, once started), else None."""
+        srv = getattr(self._adapter, "srv", None)
+        return None if srv is None else srv.server_port
+
+    def stop(self):
+        """Stop a ``wsgiref`` server started by :meth:`start` (from another thread).
+
+        Raises:
+            RuntimeError: for another server, or before it started.
+        """
+        srv = getattr(self._adapter, "srv", None)
+        if srv is None:
+            raise RuntimeError("stop() works for server='wsgiref' after start()")
+        srv.shutdown()
+        srv.server_close()
+
+
+__all__ += ["open", "to_array", "uniout", "WebServing"]
