@@ -810,6 +810,9 @@ class open:  # noqa: A001  (bert4keras's name; shadows the builtin on purpose)
         return self.file.readline()
 
     def __len__(self):
+        if not hasattr(self, "offsets"):
+            # TypeError (not AttributeError) lets list(f) fall back to plain iteration.
+            raise TypeError("len() of an open file needs indexable=True")
         return len(self.offsets)
 
     def __iter__(self):
