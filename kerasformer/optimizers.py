@@ -906,3 +906,18 @@ class Lion(keras.optimizers.Lion):
 
 
 __all__ += ["Adam", "Lion"]
+
+# bert4keras's tf.keras variants had a `_v2` suffix; Keras 3 has one optimizer API.
+extend_with_weight_decay_v2 = extend_with_weight_decay
+extend_with_layer_adaptation_v2 = extend_with_layer_adaptation
+extend_with_piecewise_linear_lr_v2 = extend_with_piecewise_linear_lr
+extend_with_gradient_accumulation_v2 = extend_with_gradient_accumulation
+extend_with_lookahead_v2 = extend_with_lookahead
+extend_with_exponential_moving_average_v2 = extend_with_exponential_moving_average
+extend_with_parameter_wise_lr_v2 = extend_with_parameter_wise_lr
+__all__ += [name + "_v2" for name in (
+    "extend_with_weight_decay", "extend_with_layer_adaptation",
+    "extend_with_piecewise_linear_lr", "extend_with_gradient_accumulation",
+    "extend_with_lookahead", "extend_with_exponential_moving_average",
+    "extend_with_parameter_wise_lr",
+)]

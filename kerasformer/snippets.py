@@ -960,3 +960,182 @@ class WebServing:
 
 
 __all__ += ["open", "to_array", "uniout", "WebServing"]
+
+
+# ---------------------------------------------------------------------------------------
+# bert4keras's remaining small snippets (pure Python / NumPy)
+# ---------------------------------------------------------------------------------------
+def convert_to_unicode(text, encoding="utf-8", errors="ignore"):
+    """``bytes`` decoded with ``encoding``; a ``str`` is returned unchanged."""
+    return text.decode(encoding, errors=errors) if isinstance(text, bytes) else text
+
+
+convert_to_str = convert_to_unicode  # the same thing on Python 3
+
+
+def is_one_of(x, ys):
+    """``True`` if ``x`` *is* (identity, not ``==``) one of ``ys``."""
+    return any(x is y for y in ys)
+
+
+def softmax(x, axis=-1):
+    """NumPy softmax along ``axis`` (max-subtracted)."""
+    x = np.asarray(x)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def insert_arguments(**arguments):
+    """Decorator for ``__init__``: pop each keyword (default as given) and set it as an
+    attribute before calling the method (bert4keras)."""
+
+    def decorator(func):
+        def new_func(self, *args, **kwargs):
+            for key, default in arguments.items():
+                setattr(self, key, kwargs.pop(key, default))
+            return func(self, *args, **kwargs)
+
+        return new_func
+
+    return decorator
+
+
+def delete_arguments(*arguments):
+    """Decorator for ``__init__``: raise ``TypeError`` if any of these keywords is given."""
+
+    def decorator(func):
+        def new_func(self, *args, **kwargs):
+            for key in arguments:
+                if key in kwargs:
+                    raise TypeError(
+                        f"{type(self).__name__} got an unexpected keyword argument {key!r}"
+                    )
+            return func(self, *args, **kwargs)
+
+        return new_func
+
+    return decorator
+
+
+def longest_common_substring(source, target):
+    """Longest common contiguous slice of two sequences.
+
+    Returns:
+        ``(length, (i0, i1, j0, j1))`` with ``source[i0:i1] == target[j0:j1]``; the first
+        such slice found scanning ``source`` then ``target``.
+    """
+    best, span = 0, (0, 0, 0, 0)
+    previous = [0] * (len(target) + 1)
+    for i, si in enumerate(source, 1):
+        current = [0] * (len(target) + 1)
+        for j, tj in enumerate(target, 1):
+            if si == tj:
+                current[j] = previous[j - 1] + 1
+                if current[j] > best:
+                    best = current[j]
+                    span = (i - best, i, j - best, j)
+        previous = current
+    return best, span
+
+
+def longest_common_subsequence(source, target):
+    """Longest common (not necessarily contiguous) subsequence.
+
+    Returns:
+        ``(length, mapping)``, ``mapping`` the list of index pairs ``(i, j)`` with
+        ``source[i] == target[j]`` (one optimal alignment).
+    """
+    n, m = len(source), len(target)
+    table = np.zeros((n + 1, m + 1), dtype="int64")
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            if source[i - 1] == target[j - 1]:
+                table[i, j] = table[i - 1, j - 1] + 1
+            else:
+                table[i, j] = max(table[i - 1, j], table[i, j - 1])
+    mapping, i, j = [], n, m
+    while i > 0 and j > 0:
+        if source[i - 1] == target[j - 1]:
+            mapping.append((i - 1, j - 1))
+            i, j = i - 1, j - 1
+        elif table[i - 1, j] >= table[i, j - 1]:
+            i -= 1
+        else:
+            j -= 1
+    return int(table[n, m]), mapping[::-1]
+
+
+def parallel_apply_generator(func, iterable, workers, max_queue_size, dummy=False,
+                             random_seeds=True):
+    """Apply ``func`` to each item in ``workers`` processes (threads if ``dummy``) and
+    yield ``(index, result)`` in input order (bert4keras's version yields them unordered;
+    ordered is a valid order of that contract).
+
+    Args:
+        func: picklable function of one item (unless ``dummy``).
+        iterable: the items; consumed lazily, ``max_queue_size`` items ahead at most.
+        workers: int, pool size.
+        max_queue_size: int, how many items may be in flight.
+        dummy: bool, threads instead of processes.
+        random_seeds: True (each worker reseeds NumPy from the OS), a list of seeds (one
+            per worker), or False/None (workers inherit the parent's state).
+    """
+    if dummy:
+        from multiprocessing.dummy import Pool, Queue
+    else:
+        from multiprocessing import Pool, Queue
+    import itertools
+
+    if random_seeds is True:
+        random_seeds = [None] * workers  # None: reseed from the OS (forked copies differ)
+    seeds = Queue()
+    for seed in random_seeds or []:
+        seeds.put(seed)
+
+    with Pool(workers, _seed_worker, (seeds, bool(random_seeds))) as pool:
+        items = enumerate(iterable)
+        while True:
+            chunk = list(itertools.islice(items, max_queue_size))
+            if not chunk:
+                return
+            results = pool.map(func, [item for _, item in chunk])
+            yield from zip((i for i, _ in chunk), results)
+
+
+def _seed_worker(seeds, reseed):
+    if reseed and not seeds.empty():
+        np.random.seed(seeds.get())
+
+
+def parallel_apply(func, iterable, workers, max_queue_size, callback=None, dummy=False,
+                   random_seeds=True):
+    """:func:`parallel_apply_generator` collected: the list of results in input order, or
+    ``callback(result)`` called on each (then None)."""
+    results = []
+    for _, result in parallel_apply_generator(func, iterable, workers, max_queue_size,
+                                              dummy, random_seeds):
+        if callback is None:
+            results.append(result)
+        else:
+            callback(result)
+    return results if callback is None else None
+
+
+__all__ += [
+    "convert_to_unicode", "convert_to_str", "is_one_of", "softmax", "insert_arguments",
+    "delete_arguments", "longest_common_substring", "longest_common_subsequence",
+    "parallel_apply_generator", "parallel_apply",
+]
+
+
+def get_all_attributes(something):
+    """``{name: attribute}`` of a module or object, dunder names excluded (bert4keras; its
+    examples do ``locals().update(get_all_attributes(keras.layers))``)."""
+    return {
+        name: getattr(something, name)
+        for name in dir(something)
+        if not (name.startswith("__") and name.endswith("__"))
+    }
+
+
+__all__ += ["get_all_attributes"]

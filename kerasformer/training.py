@@ -105,13 +105,17 @@ def _check_optimizer(model):
         )
 
 
-def _install(model, train_step, name):
-    """Replace ``model.train_step`` (an instance attribute) and drop compiled functions."""
+def _refuse_second_hook(model):
     if getattr(model, "_kf_training_hook", None):
         raise ValueError(
             f"Model {model.name!r} already has the {model._kf_training_hook} hook; call "
             "remove_training_hooks(model) first"
         )
+
+
+def _install(model, train_step, name):
+    """Replace ``model.train_step`` (an instance attribute) and drop compiled functions."""
+    _refuse_second_hook(model)
     model.train_step = train_step
     model._kf_training_hook = name
     model.train_function = None  # Keras rebuilds it around the new train_step
@@ -401,11 +405,7 @@ def _gradient_penalty_jax(model, hook, weight):
     # attribute) keeps Keras's own train_step, metrics and optimizer bookkeeping.
     import jax
 
-    if getattr(model, "_kf_training_hook", None):
-        raise ValueError(
-            f"Model {model.name!r} already has the {model._kf_training_hook} hook; call "
-            "remove_training_hooks(model) first"
-        )
+    _refuse_second_hook(model)
     original = type(model).compute_loss_and_updates
 
     def compute_loss_and_updates(trainable, non_trainable, metrics, x, y, sample_weight,

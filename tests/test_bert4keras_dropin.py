@@ -378,3 +378,23 @@ def test_dropin_script_runs(script, dropin_env, monkeypatch, tmp_path, capsys):
     keras.utils.set_random_seed(0)
     runpy.run_path(str(SCRIPTS / script), run_name="__main__")
     assert "dropin ok" in capsys.readouterr().out
+
+
+def test_small_snippets_against_references():
+    import difflib
+
+    from kerasformer import snippets
+
+    a, b = "今天天气不错我们去公园", "明天天气不错他们去"
+    length, (i0, i1, j0, j1) = snippets.longest_common_substring(a, b)
+    match = difflib.SequenceMatcher(None, a, b, autojunk=False).find_longest_match(
+        0, len(a), 0, len(b))
+    assert length == match.size and a[i0:i1] == b[j0:j1] and i1 - i0 == length
+    length, mapping = snippets.longest_common_subsequence("ABCBDAB", "BDCABA")
+    assert length == 4 and all("ABCBDAB"[i] == "BDCABA"[j] for i, j in mapping)
+    assert len(mapping) == 4 and mapping == sorted(mapping)
+    np.testing.assert_allclose(snippets.softmax(np.array([[1.0, 2.0]])),
+                               [[1 / (1 + np.e), np.e / (1 + np.e)]])
+    assert snippets.parallel_apply(abs, range(-5, 0), workers=2, max_queue_size=2,
+                                   dummy=True) == [5, 4, 3, 2, 1]
+    assert snippets.convert_to_unicode("中".encode()) == "中"
