@@ -376,7 +376,10 @@ def test_dropin_script_runs(script, dropin_env, monkeypatch, tmp_path, capsys):
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)
     keras.utils.set_random_seed(0)
-    runpy.run_path(str(SCRIPTS / script), run_name="__main__")
+    try:
+        runpy.run_path(str(SCRIPTS / script), run_name="__main__")
+    finally:
+        kb.set_gelu("erf")  # a script's set_gelu('tanh') must not leak into later tests
     assert "dropin ok" in capsys.readouterr().out
 
 
