@@ -34,6 +34,9 @@ import re
 import sys
 import warnings
 
+from .checkpoints.writers import save_keras_weights
+from .io_utils import atomic_write_bytes
+
 # TF checkpoint bookkeeping and buffers: stored, but not model parameters.
 _BOOKKEEPING = re.compile(
     r"(^|[/.])(global_step|bad_steps|good_steps|loss_scale|current_loss_scale)$"
@@ -98,6 +101,9 @@ class KerasWeightsReader:
                            "(no 'layers' group)")
         for key in layers:
             self.layer_paths[f"layers/{key}"] = self._walk(layers[key], [])
+        if not self._datasets:
+            self._file.close()
+            raise CLIError(f"{self.path} holds no weights (an empty or cut .weights.h5)")
 
     def _walk(self, group, names):
         own = group.get("vars")
@@ -384,8 +390,7 @@ def resolve_model(model, config_path, reader):
     else its Hugging Face ``model_type``, else a guess from the tensor names."""
     if model:
         return model
-    with open(_config_file(config_path), encoding="utf-8") as f:
-        raw = json.load(f)
+    raw = _raw_config(config_path)
     if isinstance(raw.get("model"), str):
         return raw["model"]
     model_type = str(raw.get("model_type", "")).lower()
@@ -494,12 +499,21 @@ def _head_layers(config_path, model, options, small):
 
 
 def _config_file(config_path):
-    if not os.path.isdir(config_path):
-        return config_path
-    for name in ("config.json", "bert_config.json"):
-        if os.path.isfile(os.path.join(config_path, name)):
-            return os.path.join(config_path, name)
-    raise CLIError(f"No config.json or bert_config.json in {config_path}")
+    from . import config as config_lib
+
+    try:
+        return config_lib.config_file(config_path)
+    except FileNotFoundError as e:
+        raise CLIError(str(e)) from None
+
+
+def _raw_config(config_path):
+    from . import config as config_lib
+
+    try:
+        return config_lib.read_raw_config(config_path)
+    except (FileNotFoundError, ValueError) as e:
+        raise CLIError(str(e)) from None
 
 
 def _expected_h5_layer_paths(model):
@@ -539,25 +553,33 @@ def _check_keras_weights_match(model, reader):
         raise CLIError("\n".join(lines))
 
 
-def convert(src, dst, model=None, config=None, heads="auto", options=None, out=None):
+def convert(src, dst, model=None, config=None, heads="auto", options=None, out=None,
+            overwrite_config=False):
     """Convert the checkpoint `src` into `dst` (see the module docstring).
 
     Args:
         src / dst: paths; model: family name or None (guessed); config: config path,
             folder or pretrained config name, or None (next to `src`); heads: see
-            :func:`choose_heads`; options: extra ``build_transformer_model`` kwargs.
+            :func:`choose_heads`; options: extra ``build_transformer_model`` kwargs;
+            overwrite_config: replace a different ``config.json`` / ``bert_config.json``
+            already in the folder of `dst` (else that is an error, raised before
+            anything is written).
 
     Returns:
         dict with ``model``, ``heads`` (the options built with), ``format`` of `dst`,
         ``parameters`` (of the built model).
 
     Raises:
-        CLIError: unknown destination extension, missing config, family not guessable,
-            a checkpoint that does not match (every mismatched tensor listed).
+        CLIError: unknown destination extension, missing config, a different config
+            already next to `dst`, family not guessable, a checkpoint that does not
+            match (every mismatched tensor listed), a destination that cannot be
+            written (the previous file there is then left byte-identical).
     """
     out = out or sys.stdout
     dst_format = destination_format(dst)
     config_path = resolve_config(config, src)
+    folder = os.path.dirname(os.path.abspath(dst))
+    config_target = _config_to_write(config_path, folder, overwrite_config)
     with open_any(src) as reader:
         model = resolve_model(model, config_path, reader)
         try:
@@ -576,16 +598,18 @@ def convert(src, dst, model=None, config=None, heads="auto", options=None, out=N
                 transformer.load_weights_from_checkpoint(src)
             except ValueError as e:
                 raise CLIError(str(e)) from None
-    folder = os.path.dirname(os.path.abspath(dst))
-    os.makedirs(folder, exist_ok=True)
     try:
         if dst_format == "keras":
-            keras_model.save_weights(dst)
+            save_keras_weights(keras_model, dst)
         else:
             transformer.save_weights_as_checkpoint(dst, format=dst_format)
-    except ValueError as e:
-        raise CLIError(f"Cannot write {dst}: {e}") from None
-    wrote_config = _copy_config(config_path, folder)
+    except (ValueError, OSError) as e:
+        raise CLIError(f"Cannot write {dst}: {_one_line(e)}") from None
+    wrote_config = None
+    if config_target is not None:
+        with open(_config_file(config_path), "rb") as f:
+            atomic_write_bytes(config_target, f.read())
+        wrote_config = config_target
     parameters = sum(_size(w.shape) for w in keras_model.weights)
     on = [h for h, v in chosen.items() if v]
     names = {"hf": "safetensors (Hugging Face names)", "tf": "TF checkpoint (Google names)",
@@ -598,15 +622,39 @@ def convert(src, dst, model=None, config=None, heads="auto", options=None, out=N
     return dict(model=model, heads=chosen, format=dst_format, parameters=parameters)
 
 
-def _copy_config(config_path, folder):
-    """Copy the config next to the output as ``config.json`` unless the folder already
-    has a config, so that the output loads (and converts) without ``--config``."""
-    if any(os.path.exists(os.path.join(folder, n)) for n in ("config.json", "bert_config.json")):
-        return None
+def _config_to_write(config_path, folder, overwrite=False):
+    """Where to copy the config next to the output (``folder/config.json``), or None
+    when the folder already holds the same config.
+
+    A folder holding a *different* config is refused (the weights would be loaded with
+    the stale config next to them) unless `overwrite`, which writes ``config.json``
+    (found before ``bert_config.json``). Called before anything is written.
+
+    Raises:
+        CLIError: naming both files.
+    """
+    from .config import config_file_in
+
     target = os.path.join(folder, "config.json")
-    with open(_config_file(config_path), "rb") as f_in, open(target, "wb") as f_out:
-        f_out.write(f_in.read())
-    return target
+    existing = config_file_in(folder) if os.path.isdir(folder) else None
+    if existing is None:
+        return target
+    source = _config_file(config_path)
+    if os.path.exists(source) and os.path.samefile(existing, source):
+        return None
+    try:
+        same = _raw_config(existing) == _raw_config(source)
+    except CLIError:
+        same = False  # an unreadable config there is not the one we built from
+    if same:
+        return None
+    if overwrite:
+        return target
+    raise CLIError(
+        f"{existing} differs from the config the model is built from ({source}); the "
+        "converted weights would sit next to a stale config. Pass --overwrite-config to "
+        "replace it with this one, or write to another folder"
+    )
 
 
 # ============================================================================ main
@@ -618,6 +666,8 @@ def _parser():
         description="Inspect and convert Transformer checkpoints (Google TF, Hugging Face "
                     "safetensors, Keras .weights.h5).",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (also: KERASFORMER_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="format, family guess, tensors and parameter count")
     p.add_argument("path", help="checkpoint file, TF prefix, or directory")
@@ -636,6 +686,9 @@ def _parser():
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra build_transformer_model argument (VALUE read as JSON when it "
                         "parses, e.g. --set shared_segment_embeddings=true); repeatable")
+    p.add_argument("--overwrite-config", action="store_true",
+                   help="replace a different config.json / bert_config.json already in the "
+                        "folder of DST (default: refuse)")
     sub.add_parser("list", help="names of the bundled pretrained configs")
     return parser
 
@@ -654,28 +707,52 @@ def _parse_settings(settings):
     return options
 
 
+def _one_line(error):
+    """An exception as one line: its message's first line (class name if empty)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _message(error):
+    """What `main` prints after ``error: ``. Our own errors and the readers' / loader's
+    ValueErrors are written for users (a mismatch report keeps its indented list);
+    anything else is shown on one line with its type."""
+    if isinstance(error, (CLIError, ValueError, TypeError)):
+        return str(error).strip() or type(error).__name__
+    if isinstance(error, (OSError, ImportError)):
+        return _one_line(error)
+    return f"{type(error).__name__}: {_one_line(error)}"
+
+
 def main(argv=None):
-    """Run the command line `argv` (default ``sys.argv[1:]``); returns the exit code."""
+    """Run the command line `argv` (default ``sys.argv[1:]``); returns the exit code:
+    0 ok, 1 error (printed as ``error: ...`` on stderr, no traceback unless
+    ``--debug`` or ``KERASFORMER_DEBUG=1``), 2 usage error, 130 interrupted."""
     try:
         args = _parser().parse_args(argv)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 2
+    debug = args.debug or os.environ.get("KERASFORMER_DEBUG", "") not in ("", "0")
     try:
         if args.command == "info":
             info(args.path, show_all=args.all)
         elif args.command == "convert":
             convert(args.src, args.dst, model=args.model, config=args.config, heads=args.heads,
-                    options=_parse_settings(args.set))
+                    options=_parse_settings(args.set), overwrite_config=args.overwrite_config)
         else:
             from .pretrained import list_pretrained_configs, load_pretrained_config
 
             for name in list_pretrained_configs():
                 print(f"{name:<40} model={load_pretrained_config(name)['model']}")
-    except CLIError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except (FileNotFoundError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # every failure is one readable message, not a traceback
+        if debug:
+            raise
+        print(f"error: {_message(e)}", file=sys.stderr)
         return 1
     return 0
 

@@ -12,7 +12,11 @@ from kerasformer.checkpoints.readers import (
     find_config,
     open_checkpoint,
 )
-from kerasformer.checkpoints.writers import save_safetensors, save_tf_checkpoint
+from kerasformer.checkpoints.writers import (
+    save_keras_weights,
+    save_safetensors,
+    save_tf_checkpoint,
+)
 
 __all__ = [
     "CheckpointReader",
@@ -24,4 +28,5 @@ __all__ = [
     "find_config",
     "save_tf_checkpoint",
     "save_safetensors",
+    "save_keras_weights",
 ]
