@@ -9,7 +9,8 @@
 [--set KEY=VALUE ...]``
     Build the model with ``build_transformer_model`` from the config (``--config``, else
     the ``config.json`` / ``bert_config.json`` next to SRC; a copy is written next to DST
-    when that folder has none), with the heads SRC has weights for (``--heads auto``:
+    when that folder has none; a *different* config already there is an error unless
+    ``--overwrite-config``), with the heads SRC has weights for (``--heads auto``:
     one-layer probe builds), load SRC into it by name, write DST. The format of DST
     follows its name: ``*.safetensors`` -> Hugging Face names, ``*.weights.h5`` -> Keras
     weights of the built model, anything else (no extension, ``.ckpt``) -> a Google TF
@@ -23,7 +24,10 @@
     The names of ``pretrained_configs/`` (usable as ``--config NAME``).
 
 :func:`main` takes ``argv`` and returns the exit code (0 ok, 1 error, 2 usage), so it is
-callable from Python and tests; errors are printed as one ``error: ...`` message.
+callable from Python and tests; every error is printed as one ``error: ...`` message on
+stderr, never a traceback (``--debug`` or ``KERASFORMER_DEBUG=1`` re-raises). Every file
+is written through a temporary file and renamed into place (:mod:`kerasformer.io_utils`):
+a failed write leaves the previous file byte-identical.
 """
 import argparse
 import contextlib
