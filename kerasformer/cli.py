@@ -38,16 +38,10 @@ import re
 import sys
 import warnings
 
+from .checkpoints.readers import is_bookkeeping
 from .checkpoints.writers import save_keras_weights
 from .io_utils import atomic_write_bytes
 
-# TF checkpoint bookkeeping and buffers: stored, but not model parameters.
-_BOOKKEEPING = re.compile(
-    r"(^|[/.])(global_step|bad_steps|good_steps|loss_scale|current_loss_scale)$"
-    r"|/adam_[mv]$|/lamb_[mv]$|/Adam(_1)?$|/Momentum$|ExponentialMovingAverage"
-    r"|(^|\.)position_ids$|_CHECKPOINTABLE_OBJECT_GRAPH"
-    r"|\.attn\.(masked_)?bias$|relative_positions_encoding\.positions_encoding$"
-)
 # Copies of a tied matrix that some formats store twice (torch state dicts): alias -> the
 # tensors it may duplicate. Counted once when the values are equal.
 _TIED_ALIASES = (
@@ -76,95 +70,18 @@ class CLIError(Exception):
 # ============================================================================ reading
 
 
-class KerasWeightsReader:
-    """Read-only view of a Keras ``.weights.h5`` file saved from a kerasformer model.
-
-    Tensor names are the layer names recorded in the file joined with ``/`` and the
-    index of the variable, e.g. ``Transformer-0-MultiHeadSelfAttention/q_dense/0``.
-    Same interface as the checkpoint readers (``names``, ``shape``, ``get``, ``close``).
-    """
-
-    format = "keras"
-
-    def __init__(self, path):
-        import h5py
-
-        self.path = os.fspath(path)
-        try:
-            self._file = h5py.File(self.path, "r")
-        except OSError as e:
-            raise CLIError(f"{self.path} is not an HDF5 file: {e}") from None
-        self._datasets = {}
-        # One group per top-level layer under "layers/", named by the Keras class
-        # (dense_3...); the layer's own name is an attribute of its "vars" group.
-        self.layer_paths = {}
-        layers = self._file.get("layers")
-        if layers is None:
-            self._file.close()
-            raise CLIError(f"{self.path} is not a Keras .weights.h5 file of a model "
-                           "(no 'layers' group)")
-        for key in layers:
-            self.layer_paths[f"layers/{key}"] = self._walk(layers[key], [])
-        if not self._datasets:
-            self._file.close()
-            raise CLIError(f"{self.path} holds no weights (an empty or cut .weights.h5)")
-
-    def _walk(self, group, names):
-        own = group.get("vars")
-        name = own.attrs.get("name") if own is not None else None
-        if isinstance(name, bytes):
-            name = name.decode("utf-8")
-        here = names + [name or group.name.rsplit("/", 1)[-1]]
-        if own is not None:
-            for index in sorted(own, key=int):
-                self._datasets["/".join(here + [index])] = own[index]
-        for key in group:
-            if key != "vars":
-                self._walk(group[key], here)
-        return here[0]
-
-    def names(self):
-        return sorted(self._datasets)
-
-    def shape(self, name):
-        return tuple(self._datasets[name].shape)
-
-    def get(self, name):
-        return self._datasets[name][()]
-
-    def layers_with_weights(self):
-        """Names of the top-level layers that hold at least one variable."""
-        return {name.split("/", 1)[0] for name in self._datasets}
-
-    def close(self):
-        self._file.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-
-def _is_keras_weights(path):
-    return os.fspath(path).lower().endswith(".h5")
-
-
 def open_any(path):
-    """A reader for `path`: a Keras ``.weights.h5`` or any checkpoint format that
-    :func:`kerasformer.checkpoints.open_checkpoint` detects.
+    """A reader for `path`: any format :func:`kerasformer.checkpoints.open_checkpoint`
+    detects, or a Keras ``.weights.h5`` (:class:`~kerasformer.checkpoints.KerasWeightsReader`).
 
     Raises:
         CLIError: for a path that is not there or a format nothing reads.
     """
-    from .checkpoints import open_checkpoint
+    from .checkpoints import KerasWeightsReader, open_checkpoint
 
-    if _is_keras_weights(path):
-        if not os.path.isfile(path):
-            raise CLIError(f"No file at {path}")
-        return KerasWeightsReader(path)
     try:
+        if os.fspath(path).lower().endswith(".h5"):
+            return KerasWeightsReader(path)
         return open_checkpoint(path)
     except (FileNotFoundError, ValueError) as e:
         raise CLIError(str(e)) from None
@@ -288,7 +205,7 @@ def info(path, show_all=False, out=None):
     with open_any(path) as reader:
         names = reader.names()
         shapes = {n: tuple(reader.shape(n)) for n in names}
-        bookkeeping = [n for n in names if _BOOKKEEPING.search(n)]
+        bookkeeping = [n for n in names if is_bookkeeping(n)]
         weights = [n for n in names if n not in set(bookkeeping)]
         tied = _tied_copies(reader, weights)
         counted = [n for n in weights if n not in set(tied)]
@@ -466,7 +383,7 @@ def choose_heads(config_path, model, src, reader, heads="auto", options=None):
     small.update(options)
     extra = _head_layers(config_path, model, tuple(head_options), small)
     with _quiet():
-        if isinstance(reader, KerasWeightsReader):
+        if reader.format == "keras":
             available = reader.layers_with_weights()
         else:
             probe = _build(config_path, model, {**small, **{h: True for h in extra}})
@@ -593,7 +510,7 @@ def convert(src, dst, model=None, config=None, heads="auto", options=None, out=N
         except (TypeError, ValueError) as e:
             raise CLIError(f"Cannot build model {model!r} from {config_path}: {e}") from None
         keras_model = transformer.model
-        if isinstance(reader, KerasWeightsReader):
+        if reader.format == "keras":
             _check_keras_weights_match(keras_model, reader)
             reader.close()
             keras_model.load_weights(src)

@@ -56,6 +56,26 @@ def fsync_directory(folder):
         os.close(fd)
 
 
+def _current_umask():
+    # os.umask can only be read by setting it; done once, at import, not per write
+    # (another thread creating files in between would get the temporary value).
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _current_umask()
+
+
+def _mode_for(path):
+    """The permission bits the written file gets: those of the file it replaces, else
+    what a plain ``open(path, "w")`` would give (``0666 & ~umask``)."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        return 0o666 & ~_UMASK
+
+
 def _remove_quietly(path):
     with contextlib.suppress(FileNotFoundError):
         os.remove(path)
@@ -76,16 +96,14 @@ def atomic_write(path, suffix=""):
         with atomic_write("out/model.safetensors") as temp:
             safetensors.numpy.save_file(tensors, temp)
 
-    The file mode is that of ``tempfile.mkstemp`` (0600) widened to the usual
-    ``0666 & ~umask`` so the result looks like a plainly written file.
+    The written file keeps the permission bits of the file it replaces (a new one gets
+    ``0666 & ~umask``, as ``open`` gives), not ``mkstemp``'s private 0600.
     """
     path = os.path.abspath(os.fspath(path))
     temp = temp_path_for(path, suffix)
     try:
         yield temp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)
+        os.chmod(temp, _mode_for(path))
         fsync_path(temp)
         os.replace(temp, path)
     except BaseException:

@@ -5,11 +5,13 @@ checkpoint names onto Keras weights is built on top of it.
 """
 from kerasformer.checkpoints.readers import (
     CheckpointReader,
+    KerasWeightsReader,
     SafetensorsReader,
     ShardedReader,
     TFCheckpointReader,
     TorchBinReader,
     find_config,
+    is_bookkeeping,
     open_checkpoint,
 )
 from kerasformer.checkpoints.writers import (
@@ -24,6 +26,8 @@ __all__ = [
     "SafetensorsReader",
     "ShardedReader",
     "TorchBinReader",
+    "KerasWeightsReader",
+    "is_bookkeeping",
     "open_checkpoint",
     "find_config",
     "save_tf_checkpoint",

@@ -12,15 +12,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from .readers import open_checkpoint
-
-# Tensors that are training state or buffers, never model weights.
-_BOOKKEEPING = re.compile(
-    r"(^|[/.])(global_step|bad_steps|good_steps|loss_scale|current_loss_scale)$"
-    r"|/adam_[mv]$|/lamb_[mv]$|/Adam(_1)?$|/Momentum$|ExponentialMovingAverage"
-    r"|(^|\.)position_ids$|_CHECKPOINTABLE_OBJECT_GRAPH"
-)
-
+from .readers import is_bookkeeping, open_checkpoint
 
 @dataclasses.dataclass
 class TensorMap:
@@ -107,7 +99,7 @@ class _Resolver:
 
     def known(self, name):
         """Whether `name` is one of the family's tensors in this convention."""
-        if _BOOKKEEPING.search(name) or any(p.search(name) for p in self.ignore):
+        if is_bookkeeping(name) or any(p.search(name) for p in self.ignore):
             return True
         return name in self._known_names()
 

@@ -13,7 +13,10 @@ Supported formats:
 * PyTorch ``pytorch_model.bin`` / ``.pt`` / ``.pth`` state dicts, via
   :class:`TorchBinReader` (needs ``torch``);
 * sharded Hugging Face checkpoints (``*.safetensors.index.json`` or
-  ``pytorch_model.bin.index.json``), via :class:`ShardedReader`.
+  ``pytorch_model.bin.index.json``), via :class:`ShardedReader`;
+* Keras ``.weights.h5`` files of a kerasformer model, via :class:`KerasWeightsReader`
+  (variables by layer and position: for inspection and the CLI, not for name-keyed
+  loading, so :func:`open_checkpoint` does not pick it).
 
 :func:`open_checkpoint` picks the right reader for a file, a TF prefix or a
 model directory; :func:`find_config` finds the ``config.json`` next to it.
@@ -33,6 +36,8 @@ __all__ = [
     "SafetensorsReader",
     "ShardedReader",
     "TorchBinReader",
+    "KerasWeightsReader",
+    "is_bookkeeping",
     "open_checkpoint",
     "find_config",
 ]
@@ -52,6 +57,24 @@ _SUPPORTED = (
     "(sharded), *.bin / *.pt / *.pth (PyTorch state dict), or a directory "
     "holding one of them"
 )
+
+
+# Tensors that are training state or buffers, never model weights: TF bookkeeping
+# (global_step, loss scale, optimizer slots, EMA, the object graph) and Hugging Face
+# buffers (position_ids, GPT-2's attention-mask bias, NEZHA's position table). The one
+# list shared by loading (not "unexpected") and `kerasformer info` (not counted).
+_BOOKKEEPING = re.compile(
+    r"(^|[/.])(global_step|bad_steps|good_steps|loss_scale|current_loss_scale)$"
+    r"|/adam_[mv]$|/lamb_[mv]$|/Adam(_1)?$|/Momentum$|ExponentialMovingAverage"
+    r"|(^|\.)position_ids$|_CHECKPOINTABLE_OBJECT_GRAPH"
+    r"|\.attn\.(masked_)?bias$|relative_positions_encoding\.positions_encoding$"
+)
+
+
+def is_bookkeeping(name):
+    """Whether the checkpoint tensor `name` is training state or a buffer (optimizer
+    slots, ``global_step``, ``position_ids``...), not a model weight."""
+    return _BOOKKEEPING.search(name) is not None
 
 
 def _import_tensorflow(path):
@@ -685,6 +708,86 @@ class ShardedReader(CheckpointReader):
         for reader in self._shards.values():
             reader.close()
         self._shards = {}
+
+
+class KerasWeightsReader(CheckpointReader):
+    """A Keras ``.weights.h5`` file saved from a kerasformer model (read-only).
+
+    Args:
+        path: str or path-like, the ``.weights.h5`` file.
+
+    Tensor names are the layer names recorded in the file joined with ``/`` and the
+    index of the variable, e.g. ``Transformer-0-MultiHeadSelfAttention/q_dense/0``
+    (Keras stores variables by position, not by name). ``format`` is ``"keras"``.
+
+    Attributes:
+        layer_paths: dict, HDF5 group of each top-level layer (``layers/dense_3``)
+            -> the layer name recorded in it.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: naming `path`: not an HDF5 file (or a cut one), no ``layers``
+            group, or no weights at all.
+    """
+
+    format = "keras"
+
+    def __init__(self, path):
+        import h5py
+
+        super().__init__(path)
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(f"No file at {self.path}")
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as e:
+            raise ValueError(f"{self.path} is not an HDF5 file: {e}") from None
+        self._datasets = {}
+        # One group per top-level layer under "layers/", named by the Keras class
+        # (dense_3...); the layer's own name is an attribute of its "vars" group.
+        self.layer_paths = {}
+        layers = self._file.get("layers")
+        if layers is None:
+            self._file.close()
+            raise ValueError(f"{self.path} is not a Keras .weights.h5 file of a model "
+                             "(no 'layers' group)")
+        for key in layers:
+            self.layer_paths[f"layers/{key}"] = self._walk(layers[key], [])
+        if not self._datasets:
+            self._file.close()
+            raise ValueError(f"{self.path} holds no weights (an empty or cut .weights.h5)")
+
+    def _walk(self, group, names):
+        own = group.get("vars")
+        name = own.attrs.get("name") if own is not None else None
+        if isinstance(name, bytes):
+            name = name.decode("utf-8")
+        here = names + [name or group.name.rsplit("/", 1)[-1]]
+        if own is not None:
+            for index in sorted(own, key=int):
+                self._datasets["/".join(here + [index])] = own[index]
+        for key in group:
+            if key != "vars":
+                self._walk(group[key], here)
+        return here[0]
+
+    def _names(self):
+        return self._datasets.keys()
+
+    def _shape(self, name):
+        return self._datasets[name].shape
+
+    def _get(self, name):
+        return self._datasets[name][()]
+
+    def layers_with_weights(self):
+        """Names of the top-level layers that hold at least one variable."""
+        return {name.split("/", 1)[0] for name in self._datasets}
+
+    def close(self):
+        if getattr(self, "_file", None) is not None:
+            self._file.close()
+            self._file = None
 
 
 def _tf_prefix_of(path):
