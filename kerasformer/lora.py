@@ -225,6 +225,19 @@ def save_lora_weights(model, path):
 
 def _read(path):
     path = os.fspath(path)
+    if not os.path.exists(path) and not os.path.exists(path + ".npz"):
+        raise FileNotFoundError(f"No LoRA file at {path}")
+    try:
+        return _read_unchecked(path)
+    except Exception as e:  # BadZipFile, SafetensorError, JSON errors: name the file
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ValueError(
+            f"Cannot read the LoRA file {path} (truncated or not written by "
+            f"save_lora_weights): {type(e).__name__}: {text}"
+        ) from None
+
+
+def _read_unchecked(path):
     if path.endswith(".safetensors"):
         from safetensors import safe_open
         from safetensors.numpy import load_file
@@ -254,7 +267,8 @@ def load_lora_weights(model, path, trainable=None):
         trainable: as in :func:`enable_lora`, for layers enabled here.
     Raises:
         ValueError: listing missing / unexpected / wrong-shape matrices, or a rank or
-            alpha that differs from an already-enabled layer's.
+            alpha that differs from an already-enabled layer's; naming the file when
+            it cannot be read (truncated, not an adapter file).
         FileNotFoundError: when `path` does not exist.
     """
     weights, meta = _read(path)

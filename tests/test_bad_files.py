@@ -391,6 +391,23 @@ def test_truncated_torch_file(tmp_path, torch):
     assert str(path) in str(e.value)
 
 
+@pytest.mark.parametrize("name", ["adapter.npz", "adapter.safetensors"])
+def test_truncated_lora_adapter(tmp_path, name):
+    import keras
+
+    from kerasformer.lora import enable_lora, load_lora_weights, save_lora_weights
+
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, name="q_dense")])
+    enable_lora(model, rank=2, target="q_dense")
+    path = save_lora_weights(model, tmp_path / name)
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) - 40])
+    with pytest.raises(ValueError, match="Cannot read the LoRA file") as e:
+        load_lora_weights(model, path)
+    assert str(path) in str(e.value)
+
+
 # -------------------------------------------------------------------- the command line
 
 
