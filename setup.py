@@ -13,7 +13,9 @@ setup(
     install_requires=[
         "keras>=3.8",
         "numpy",
-        "safetensors",
+        # 0.4: the safe_open / numpy save_file API used here. Atomic overwrites do not
+        # depend on the version: kerasformer writes through its own temporary file.
+        "safetensors>=0.4",
         "tokenizers>=0.15",
     ],
     extras_require={

@@ -9,7 +9,8 @@
 [--set KEY=VALUE ...]``
     Build the model with ``build_transformer_model`` from the config (``--config``, else
     the ``config.json`` / ``bert_config.json`` next to SRC; a copy is written next to DST
-    when that folder has none), with the heads SRC has weights for (``--heads auto``:
+    when that folder has none; a *different* config already there is an error unless
+    ``--overwrite-config``), with the heads SRC has weights for (``--heads auto``:
     one-layer probe builds), load SRC into it by name, write DST. The format of DST
     follows its name: ``*.safetensors`` -> Hugging Face names, ``*.weights.h5`` -> Keras
     weights of the built model, anything else (no extension, ``.ckpt``) -> a Google TF
@@ -23,7 +24,10 @@
     The names of ``pretrained_configs/`` (usable as ``--config NAME``).
 
 :func:`main` takes ``argv`` and returns the exit code (0 ok, 1 error, 2 usage), so it is
-callable from Python and tests; errors are printed as one ``error: ...`` message.
+callable from Python and tests; every error is printed as one ``error: ...`` message on
+stderr, never a traceback (``--debug`` or ``KERASFORMER_DEBUG=1`` re-raises). Every file
+is written through a temporary file and renamed into place (:mod:`kerasformer.io_utils`):
+a failed write leaves the previous file byte-identical.
 """
 import argparse
 import contextlib
@@ -34,13 +38,10 @@ import re
 import sys
 import warnings
 
-# TF checkpoint bookkeeping and buffers: stored, but not model parameters.
-_BOOKKEEPING = re.compile(
-    r"(^|[/.])(global_step|bad_steps|good_steps|loss_scale|current_loss_scale)$"
-    r"|/adam_[mv]$|/lamb_[mv]$|/Adam(_1)?$|/Momentum$|ExponentialMovingAverage"
-    r"|(^|\.)position_ids$|_CHECKPOINTABLE_OBJECT_GRAPH"
-    r"|\.attn\.(masked_)?bias$|relative_positions_encoding\.positions_encoding$"
-)
+from .checkpoints.readers import is_bookkeeping
+from .checkpoints.writers import save_keras_weights
+from .io_utils import atomic_write_bytes
+
 # Copies of a tied matrix that some formats store twice (torch state dicts): alias -> the
 # tensors it may duplicate. Counted once when the values are equal.
 _TIED_ALIASES = (
@@ -69,92 +70,18 @@ class CLIError(Exception):
 # ============================================================================ reading
 
 
-class KerasWeightsReader:
-    """Read-only view of a Keras ``.weights.h5`` file saved from a kerasformer model.
-
-    Tensor names are the layer names recorded in the file joined with ``/`` and the
-    index of the variable, e.g. ``Transformer-0-MultiHeadSelfAttention/q_dense/0``.
-    Same interface as the checkpoint readers (``names``, ``shape``, ``get``, ``close``).
-    """
-
-    format = "keras"
-
-    def __init__(self, path):
-        import h5py
-
-        self.path = os.fspath(path)
-        try:
-            self._file = h5py.File(self.path, "r")
-        except OSError as e:
-            raise CLIError(f"{self.path} is not an HDF5 file: {e}") from None
-        self._datasets = {}
-        # One group per top-level layer under "layers/", named by the Keras class
-        # (dense_3...); the layer's own name is an attribute of its "vars" group.
-        self.layer_paths = {}
-        layers = self._file.get("layers")
-        if layers is None:
-            self._file.close()
-            raise CLIError(f"{self.path} is not a Keras .weights.h5 file of a model "
-                           "(no 'layers' group)")
-        for key in layers:
-            self.layer_paths[f"layers/{key}"] = self._walk(layers[key], [])
-
-    def _walk(self, group, names):
-        own = group.get("vars")
-        name = own.attrs.get("name") if own is not None else None
-        if isinstance(name, bytes):
-            name = name.decode("utf-8")
-        here = names + [name or group.name.rsplit("/", 1)[-1]]
-        if own is not None:
-            for index in sorted(own, key=int):
-                self._datasets["/".join(here + [index])] = own[index]
-        for key in group:
-            if key != "vars":
-                self._walk(group[key], here)
-        return here[0]
-
-    def names(self):
-        return sorted(self._datasets)
-
-    def shape(self, name):
-        return tuple(self._datasets[name].shape)
-
-    def get(self, name):
-        return self._datasets[name][()]
-
-    def layers_with_weights(self):
-        """Names of the top-level layers that hold at least one variable."""
-        return {name.split("/", 1)[0] for name in self._datasets}
-
-    def close(self):
-        self._file.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-
-def _is_keras_weights(path):
-    return os.fspath(path).lower().endswith(".h5")
-
-
 def open_any(path):
-    """A reader for `path`: a Keras ``.weights.h5`` or any checkpoint format that
-    :func:`kerasformer.checkpoints.open_checkpoint` detects.
+    """A reader for `path`: any format :func:`kerasformer.checkpoints.open_checkpoint`
+    detects, or a Keras ``.weights.h5`` (:class:`~kerasformer.checkpoints.KerasWeightsReader`).
 
     Raises:
         CLIError: for a path that is not there or a format nothing reads.
     """
-    from .checkpoints import open_checkpoint
+    from .checkpoints import KerasWeightsReader, open_checkpoint
 
-    if _is_keras_weights(path):
-        if not os.path.isfile(path):
-            raise CLIError(f"No file at {path}")
-        return KerasWeightsReader(path)
     try:
+        if os.fspath(path).lower().endswith(".h5"):
+            return KerasWeightsReader(path)
         return open_checkpoint(path)
     except (FileNotFoundError, ValueError) as e:
         raise CLIError(str(e)) from None
@@ -278,7 +205,7 @@ def info(path, show_all=False, out=None):
     with open_any(path) as reader:
         names = reader.names()
         shapes = {n: tuple(reader.shape(n)) for n in names}
-        bookkeeping = [n for n in names if _BOOKKEEPING.search(n)]
+        bookkeeping = [n for n in names if is_bookkeeping(n)]
         weights = [n for n in names if n not in set(bookkeeping)]
         tied = _tied_copies(reader, weights)
         counted = [n for n in weights if n not in set(tied)]
@@ -384,8 +311,7 @@ def resolve_model(model, config_path, reader):
     else its Hugging Face ``model_type``, else a guess from the tensor names."""
     if model:
         return model
-    with open(_config_file(config_path), encoding="utf-8") as f:
-        raw = json.load(f)
+    raw = _raw_config(config_path)
     if isinstance(raw.get("model"), str):
         return raw["model"]
     model_type = str(raw.get("model_type", "")).lower()
@@ -457,7 +383,7 @@ def choose_heads(config_path, model, src, reader, heads="auto", options=None):
     small.update(options)
     extra = _head_layers(config_path, model, tuple(head_options), small)
     with _quiet():
-        if isinstance(reader, KerasWeightsReader):
+        if reader.format == "keras":
             available = reader.layers_with_weights()
         else:
             probe = _build(config_path, model, {**small, **{h: True for h in extra}})
@@ -494,12 +420,21 @@ def _head_layers(config_path, model, options, small):
 
 
 def _config_file(config_path):
-    if not os.path.isdir(config_path):
-        return config_path
-    for name in ("config.json", "bert_config.json"):
-        if os.path.isfile(os.path.join(config_path, name)):
-            return os.path.join(config_path, name)
-    raise CLIError(f"No config.json or bert_config.json in {config_path}")
+    from . import config as config_lib
+
+    try:
+        return config_lib.config_file(config_path)
+    except FileNotFoundError as e:
+        raise CLIError(str(e)) from None
+
+
+def _raw_config(config_path):
+    from . import config as config_lib
+
+    try:
+        return config_lib.read_raw_config(config_path)
+    except (FileNotFoundError, ValueError) as e:
+        raise CLIError(str(e)) from None
 
 
 def _expected_h5_layer_paths(model):
@@ -539,25 +474,33 @@ def _check_keras_weights_match(model, reader):
         raise CLIError("\n".join(lines))
 
 
-def convert(src, dst, model=None, config=None, heads="auto", options=None, out=None):
+def convert(src, dst, model=None, config=None, heads="auto", options=None, out=None,
+            overwrite_config=False):
     """Convert the checkpoint `src` into `dst` (see the module docstring).
 
     Args:
         src / dst: paths; model: family name or None (guessed); config: config path,
             folder or pretrained config name, or None (next to `src`); heads: see
-            :func:`choose_heads`; options: extra ``build_transformer_model`` kwargs.
+            :func:`choose_heads`; options: extra ``build_transformer_model`` kwargs;
+            overwrite_config: replace a different ``config.json`` / ``bert_config.json``
+            already in the folder of `dst` (else that is an error, raised before
+            anything is written).
 
     Returns:
         dict with ``model``, ``heads`` (the options built with), ``format`` of `dst`,
         ``parameters`` (of the built model).
 
     Raises:
-        CLIError: unknown destination extension, missing config, family not guessable,
-            a checkpoint that does not match (every mismatched tensor listed).
+        CLIError: unknown destination extension, missing config, a different config
+            already next to `dst`, family not guessable, a checkpoint that does not
+            match (every mismatched tensor listed), a destination that cannot be
+            written (the previous file there is then left byte-identical).
     """
     out = out or sys.stdout
     dst_format = destination_format(dst)
     config_path = resolve_config(config, src)
+    folder = os.path.dirname(os.path.abspath(dst))
+    config_target = _config_to_write(config_path, folder, overwrite_config)
     with open_any(src) as reader:
         model = resolve_model(model, config_path, reader)
         try:
@@ -567,7 +510,7 @@ def convert(src, dst, model=None, config=None, heads="auto", options=None, out=N
         except (TypeError, ValueError) as e:
             raise CLIError(f"Cannot build model {model!r} from {config_path}: {e}") from None
         keras_model = transformer.model
-        if isinstance(reader, KerasWeightsReader):
+        if reader.format == "keras":
             _check_keras_weights_match(keras_model, reader)
             reader.close()
             keras_model.load_weights(src)
@@ -576,16 +519,18 @@ def convert(src, dst, model=None, config=None, heads="auto", options=None, out=N
                 transformer.load_weights_from_checkpoint(src)
             except ValueError as e:
                 raise CLIError(str(e)) from None
-    folder = os.path.dirname(os.path.abspath(dst))
-    os.makedirs(folder, exist_ok=True)
     try:
         if dst_format == "keras":
-            keras_model.save_weights(dst)
+            save_keras_weights(keras_model, dst)
         else:
             transformer.save_weights_as_checkpoint(dst, format=dst_format)
-    except ValueError as e:
-        raise CLIError(f"Cannot write {dst}: {e}") from None
-    wrote_config = _copy_config(config_path, folder)
+    except (ValueError, OSError) as e:
+        raise CLIError(f"Cannot write {dst}: {_one_line(e)}") from None
+    wrote_config = None
+    if config_target is not None:
+        with open(_config_file(config_path), "rb") as f:
+            atomic_write_bytes(config_target, f.read())
+        wrote_config = config_target
     parameters = sum(_size(w.shape) for w in keras_model.weights)
     on = [h for h, v in chosen.items() if v]
     names = {"hf": "safetensors (Hugging Face names)", "tf": "TF checkpoint (Google names)",
@@ -598,15 +543,39 @@ def convert(src, dst, model=None, config=None, heads="auto", options=None, out=N
     return dict(model=model, heads=chosen, format=dst_format, parameters=parameters)
 
 
-def _copy_config(config_path, folder):
-    """Copy the config next to the output as ``config.json`` unless the folder already
-    has a config, so that the output loads (and converts) without ``--config``."""
-    if any(os.path.exists(os.path.join(folder, n)) for n in ("config.json", "bert_config.json")):
-        return None
+def _config_to_write(config_path, folder, overwrite=False):
+    """Where to copy the config next to the output (``folder/config.json``), or None
+    when the folder already holds the same config.
+
+    A folder holding a *different* config is refused (the weights would be loaded with
+    the stale config next to them) unless `overwrite`, which writes ``config.json``
+    (found before ``bert_config.json``). Called before anything is written.
+
+    Raises:
+        CLIError: naming both files.
+    """
+    from .config import config_file_in
+
     target = os.path.join(folder, "config.json")
-    with open(_config_file(config_path), "rb") as f_in, open(target, "wb") as f_out:
-        f_out.write(f_in.read())
-    return target
+    existing = config_file_in(folder) if os.path.isdir(folder) else None
+    if existing is None:
+        return target
+    source = _config_file(config_path)
+    if os.path.exists(source) and os.path.samefile(existing, source):
+        return None
+    try:
+        same = _raw_config(existing) == _raw_config(source)
+    except CLIError:
+        same = False  # an unreadable config there is not the one we built from
+    if same:
+        return None
+    if overwrite:
+        return target
+    raise CLIError(
+        f"{existing} differs from the config the model is built from ({source}); the "
+        "converted weights would sit next to a stale config. Pass --overwrite-config to "
+        "replace it with this one, or write to another folder"
+    )
 
 
 # ============================================================================ main
@@ -618,6 +587,8 @@ def _parser():
         description="Inspect and convert Transformer checkpoints (Google TF, Hugging Face "
                     "safetensors, Keras .weights.h5).",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (also: KERASFORMER_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="format, family guess, tensors and parameter count")
     p.add_argument("path", help="checkpoint file, TF prefix, or directory")
@@ -636,6 +607,9 @@ def _parser():
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra build_transformer_model argument (VALUE read as JSON when it "
                         "parses, e.g. --set shared_segment_embeddings=true); repeatable")
+    p.add_argument("--overwrite-config", action="store_true",
+                   help="replace a different config.json / bert_config.json already in the "
+                        "folder of DST (default: refuse)")
     sub.add_parser("list", help="names of the bundled pretrained configs")
     return parser
 
@@ -654,28 +628,52 @@ def _parse_settings(settings):
     return options
 
 
+def _one_line(error):
+    """An exception as one line: its message's first line (class name if empty)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _message(error):
+    """What `main` prints after ``error: ``. Our own errors and the readers' / loader's
+    ValueErrors are written for users (a mismatch report keeps its indented list);
+    anything else is shown on one line with its type."""
+    if isinstance(error, (CLIError, ValueError, TypeError)):
+        return str(error).strip() or type(error).__name__
+    if isinstance(error, (OSError, ImportError)):
+        return _one_line(error)
+    return f"{type(error).__name__}: {_one_line(error)}"
+
+
 def main(argv=None):
-    """Run the command line `argv` (default ``sys.argv[1:]``); returns the exit code."""
+    """Run the command line `argv` (default ``sys.argv[1:]``); returns the exit code:
+    0 ok, 1 error (printed as ``error: ...`` on stderr, no traceback unless
+    ``--debug`` or ``KERASFORMER_DEBUG=1``), 2 usage error, 130 interrupted."""
     try:
         args = _parser().parse_args(argv)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 2
+    debug = args.debug or os.environ.get("KERASFORMER_DEBUG", "") not in ("", "0")
     try:
         if args.command == "info":
             info(args.path, show_all=args.all)
         elif args.command == "convert":
             convert(args.src, args.dst, model=args.model, config=args.config, heads=args.heads,
-                    options=_parse_settings(args.set))
+                    options=_parse_settings(args.set), overwrite_config=args.overwrite_config)
         else:
             from .pretrained import list_pretrained_configs, load_pretrained_config
 
             for name in list_pretrained_configs():
                 print(f"{name:<40} model={load_pretrained_config(name)['model']}")
-    except CLIError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except (FileNotFoundError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # every failure is one readable message, not a traceback
+        if debug:
+            raise
+        print(f"error: {_message(e)}", file=sys.stderr)
         return 1
     return 0
 

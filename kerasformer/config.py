@@ -8,6 +8,8 @@ import inspect
 import json
 import os
 
+import numpy as np
+
 # Hugging Face / Google names -> builder argument names.
 ALIASES = {
     # BERT family
@@ -37,44 +39,102 @@ ALIASES = {
 _OFFSET_POSITION_MODELS = ("roberta", "xlm-roberta", "camembert")
 
 
+#: Config file names looked for in a folder, in this order (the one lookup that
+#: loading, finding and the CLI share).
+CONFIG_NAMES = ("config.json", "bert_config.json")
+
+
+def config_file_in(folder):
+    """The path of ``config.json``, else ``bert_config.json``, in `folder`, or None."""
+    for name in CONFIG_NAMES:
+        candidate = os.path.join(folder, name)
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def config_file(config_path):
+    """`config_path` itself, or the config file inside it when it is a folder.
+
+    Raises:
+        FileNotFoundError: naming the path when no config is there.
+    """
+    config_path = os.fspath(config_path)
+    if os.path.isdir(config_path):
+        found = config_file_in(config_path)
+        if found is None:
+            raise FileNotFoundError(
+                f"No config.json or bert_config.json in the directory {config_path}"
+            )
+        return found
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"Config file {config_path} does not exist")
+    return config_path
+
+
+def read_raw_config(config_path):
+    """The JSON object of a config file (or of the config inside a folder), untranslated.
+
+    Raises:
+        FileNotFoundError: naming the path when no config is there.
+        ValueError: naming the file when it is not UTF-8, not JSON, or not an object.
+    """
+    config_path = config_file(config_path)
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"Config file {config_path} is not UTF-8 text: {e}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"Config file {config_path} is not valid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"Config file {config_path} must hold a JSON object")
+    return raw
+
+
 def read_config_file(config_path):
     """Load a JSON config (a file, or a directory holding ``config.json`` /
     ``bert_config.json``) and translate its keys to builder argument names.
 
     Raises:
         FileNotFoundError: naming the path when no config is there.
-        ValueError: when the file is not a JSON object.
+        ValueError: when the file is not UTF-8, not JSON, not a JSON object, or holds
+            conflicting / out-of-range values (see :func:`translate`).
+        TypeError: a value of the wrong type (see :func:`translate`).
     """
-    if os.path.isdir(config_path):
-        for name in ("config.json", "bert_config.json"):
-            candidate = os.path.join(config_path, name)
-            if os.path.isfile(candidate):
-                config_path = candidate
-                break
-        else:
-            raise FileNotFoundError(
-                f"No config.json or bert_config.json in the directory {config_path}"
-            )
-    if not os.path.isfile(config_path):
-        raise FileNotFoundError(f"Config file {config_path} does not exist")
-    with open(config_path, encoding="utf-8") as f:
-        try:
-            raw = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"Config file {config_path} is not valid JSON: {e}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"Config file {config_path} must hold a JSON object")
-    return translate(raw)
+    raw = read_raw_config(config_path)
+    return translate(raw, source=f"config file {config_file(config_path)}")
 
 
-def translate(raw):
-    """Map a raw config dict onto builder names; canonical keys win over aliases."""
-    config = {}
+def translate(raw, source="keyword arguments"):
+    """Map a raw config dict onto builder names and check the values of known keys.
+
+    Args:
+        raw: dict of config keys (either vocabulary) -> values.
+        source: where `raw` comes from, for error messages.
+
+    Raises:
+        ValueError: two keys of `raw` name the same setting with different values
+            (``n_embd`` and ``hidden_size``, ``max_position`` and
+            ``max_position_embeddings``...: both keys named; equal values are fine);
+            a size, rate or epsilon out of range (see :data:`CHECKS`).
+        TypeError: a value of the wrong type (``"768"`` for ``hidden_size``).
+
+    Keyword arguments override a config file by design; within one source there is
+    no silent winner.
+    """
+    config, origin = {}, {}
     for key, value in raw.items():
         target = ALIASES.get(key, key)
-        if target != key and target in raw:
-            continue
+        if target in config and not _same(config[target], value):
+            raise ValueError(
+                f"Conflicting {source}: {origin[target]!r}={config[target]!r} and "
+                f"{key!r}={value!r} both set {target}; keep one"
+            )
         config.setdefault(target, value)
+        origin.setdefault(target, key)
+    for target, key in origin.items():
+        _check_value(key, target, config[target], source)
     model_type = str(raw.get("model_type", "")).lower()
     if model_type in _OFFSET_POSITION_MODELS and "max_position_embeddings" in raw \
             and "max_position" not in raw:
@@ -82,6 +142,76 @@ def translate(raw):
     if config.get("pad_token_id") is None:
         config.pop("pad_token_id", None)
     return config
+
+
+def _same(a, b):
+    return type(a) is type(b) and a == b or (
+        _is_number(a) and _is_number(b) and a == b)
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value):
+    return _is_int(value) or isinstance(value, (float, np.floating))
+
+
+# Builder argument -> (kind, None allowed). Kinds: "positive" int >= 1, "count" int >= 0,
+# "rate" float in [0, 1), "epsilon" float > 0.
+CHECKS = {
+    "vocab_size": ("positive", False),
+    "hidden_size": ("positive", False),
+    "num_hidden_layers": ("positive", False),
+    "num_attention_heads": ("positive", False),
+    "intermediate_size": ("positive", True),
+    "attention_head_size": ("positive", True),
+    "attention_key_size": ("positive", True),
+    "embedding_size": ("positive", True),
+    "max_position": ("positive", True),
+    "num_decoder_layers": ("positive", True),
+    "num_key_value_heads": ("positive", True),
+    "relative_attention_num_buckets": ("positive", True),
+    "relative_attention_max_distance": ("positive", True),
+    "segment_vocab_size": ("count", True),
+    "dropout_rate": ("rate", True),
+    "attention_dropout_rate": ("rate", True),
+    "layer_norm_epsilon": ("epsilon", True),
+}
+_ALLOWED = {
+    "positive": "an int >= 1",
+    "count": "an int >= 0",
+    "rate": "a float in [0, 1)",
+    "epsilon": "a float > 0",
+}
+
+
+def _check_value(key, target, value, source):
+    """Raise TypeError / ValueError naming the key, the value and the allowed range."""
+    if target not in CHECKS:
+        return
+    kind, optional = CHECKS[target]
+    if value is None and optional:
+        return
+    name = key if key == target else f"{key} ({target})"
+    allowed = _ALLOWED[kind]
+    if kind in ("positive", "count"):
+        ok_type = _is_int(value)
+    else:
+        ok_type = _is_number(value)
+    if not ok_type:
+        raise TypeError(
+            f"{name}={value!r} in the {source}: must be {allowed}, got "
+            f"{type(value).__name__}"
+        )
+    ok = {
+        "positive": value >= 1,
+        "count": value >= 0,
+        "rate": 0 <= value < 1,
+        "epsilon": value > 0 and np.isfinite(value),
+    }[kind]
+    if not ok:
+        raise ValueError(f"{name}={value!r} in the {source}: must be {allowed}")
 
 
 def accepted_arguments(*callables):

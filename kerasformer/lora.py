@@ -22,10 +22,12 @@ sublayers, so their paths are ``Transformer-3-MultiHeadSelfAttention/q_dense``
 (``q_dense``, ``k_dense``, ``v_dense``, ``o_dense``) and ``Transformer-3-FeedForward/i0_dense``
 (``i0_dense``, ``i1_dense`` when gated, ``o_dense``); embeddings are ``Embedding-Token``...
 
-Pitfall: while LoRA is enabled the stored base kernel is the *unmerged* one. Keras's
-``model.save_weights`` writes the merged kernel, but kerasformer's
-``save_weights_as_checkpoint`` (which reads variables by name) would write the base
-kernel: call :func:`merge_lora` before exporting a checkpoint.
+Saving: while LoRA is enabled the stored base kernel is the *unmerged* one. Keras's
+``model.save_weights`` and kerasformer's ``save_weights_as_checkpoint`` both write the
+merged kernel ``W + (alpha / rank) * A @ B`` (what the model computes; the model keeps
+its adapters); :func:`save_lora_weights` writes only A and B, and :func:`merge_lora`
+folds them in for good. Every file is written through a temporary file in the same
+folder and renamed into place (:mod:`kerasformer.io_utils`).
 """
 import json
 import os
@@ -35,6 +37,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from .io_utils import atomic_write
 from .optimizers import extend_with_parameter_wise_lr
 
 __all__ = [
@@ -43,6 +46,7 @@ __all__ = [
     "enable_lora",
     "lora_layers",
     "lora_weights",
+    "lora_merged_weights",
     "save_lora_weights",
     "load_lora_weights",
     "merge_lora",
@@ -165,6 +169,20 @@ def lora_weights(model):
     return weights
 
 
+def lora_merged_weights(model):
+    """``{base variable path: merged numpy array}`` for every layer with LoRA enabled:
+    ``W + (alpha / rank) * A @ B`` as the layer computes it (Keras's ``kernel`` /
+    ``embeddings`` property), without changing the model. Empty without LoRA.
+
+    Used by ``save_weights_as_checkpoint`` so that an exported checkpoint holds the
+    adapted weights the model computes with, not the frozen base."""
+    merged = {}
+    for layer in lora_layers(model).values():
+        value = layer.embeddings if isinstance(layer, keras.layers.Embedding) else layer.kernel
+        merged[_base_variable(layer).path] = np.asarray(ops.convert_to_numpy(value))
+    return merged
+
+
 def _metadata(model):
     return {
         path: {"rank": int(layer.lora_rank), "alpha": float(layer.lora_alpha)}
@@ -181,8 +199,12 @@ def save_lora_weights(model, path):
             else (NumPy ``.npz``; ``np.savez`` adds ``.npz`` to a name without it).
             Keys are variable paths, e.g.
             ``Transformer-0-MultiHeadSelfAttention/q_dense/lora_kernel_a``.
+    Returns:
+        the path written (str).
     Raises:
         ValueError: when the model has no LoRA layer.
+        OSError: when the file cannot be written; the previous file at `path` is then
+            left byte-identical (temporary file + rename) and no temporary file remains.
     """
     weights = lora_weights(model)
     if not weights:
@@ -190,16 +212,32 @@ def save_lora_weights(model, path):
     meta = json.dumps(_metadata(model))
     path = os.fspath(path)
     if path.endswith(".safetensors"):
-        from safetensors.numpy import save_file
+        from .checkpoints.writers import save_safetensors
 
-        save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, path,
-                  metadata={"kerasformer_lora": meta})
-    else:
-        np.savez(path, __kerasformer_lora__=np.array(meta), **weights)
+        return save_safetensors(weights, path, metadata={"kerasformer_lora": meta})
+    if not path.endswith(".npz"):
+        path += ".npz"  # what np.savez does to a name; kept for compatibility
+    with atomic_write(path) as temp:
+        with open(temp, "wb") as f:  # a file object: np.savez adds no extension
+            np.savez(f, __kerasformer_lora__=np.array(meta), **weights)
+    return path
 
 
 def _read(path):
     path = os.fspath(path)
+    if not os.path.exists(path) and not os.path.exists(path + ".npz"):
+        raise FileNotFoundError(f"No LoRA file at {path}")
+    try:
+        return _read_unchecked(path)
+    except Exception as e:  # BadZipFile, SafetensorError, JSON errors: name the file
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ValueError(
+            f"Cannot read the LoRA file {path} (truncated or not written by "
+            f"save_lora_weights): {type(e).__name__}: {text}"
+        ) from None
+
+
+def _read_unchecked(path):
     if path.endswith(".safetensors"):
         from safetensors import safe_open
         from safetensors.numpy import load_file
@@ -229,7 +267,8 @@ def load_lora_weights(model, path, trainable=None):
         trainable: as in :func:`enable_lora`, for layers enabled here.
     Raises:
         ValueError: listing missing / unexpected / wrong-shape matrices, or a rank or
-            alpha that differs from an already-enabled layer's.
+            alpha that differs from an already-enabled layer's; naming the file when
+            it cannot be read (truncated, not an adapter file).
         FileNotFoundError: when `path` does not exist.
     """
     weights, meta = _read(path)

@@ -12,15 +12,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from .readers import open_checkpoint
-
-# Tensors that are training state or buffers, never model weights.
-_BOOKKEEPING = re.compile(
-    r"(^|[/.])(global_step|bad_steps|good_steps|loss_scale|current_loss_scale)$"
-    r"|/adam_[mv]$|/lamb_[mv]$|/Adam(_1)?$|/Momentum$|ExponentialMovingAverage"
-    r"|(^|\.)position_ids$|_CHECKPOINTABLE_OBJECT_GRAPH"
-)
-
+from .readers import is_bookkeeping, open_checkpoint
 
 @dataclasses.dataclass
 class TensorMap:
@@ -107,7 +99,7 @@ class _Resolver:
 
     def known(self, name):
         """Whether `name` is one of the family's tensors in this convention."""
-        if _BOOKKEEPING.search(name) or any(p.search(name) for p in self.ignore):
+        if is_bookkeeping(name) or any(p.search(name) for p in self.ignore):
             return True
         return name in self._known_names()
 
@@ -170,6 +162,7 @@ def load_checkpoint_into(transformer, checkpoint_path, ignore_invalid_weights=Fa
         resolver = _Resolver(reader, rows, getattr(transformer, "hf_prefixes", ()),
                              getattr(transformer, "checkpoint_ignore", ()))
         loaded, missing, mismatched, assignments, consumed = [], [], [], [], set()
+        non_finite = []
         for row in rows:
             variable = weights.get(row.keras)
             if variable is None:
@@ -188,8 +181,19 @@ def load_checkpoint_into(transformer, checkpoint_path, ignore_invalid_weights=Fa
                     f" ({row.keras})"
                 )
                 continue
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                non_finite.append(name)
             assignments.append((variable, array))
             loaded.append(row.keras)
+        if non_finite:
+            # Real weights are finite: NaN/Inf means corrupted bytes (or a diverged
+            # run) and would only surface later as NaN outputs.
+            raise ValueError(
+                f"Checkpoint {reader.path} holds NaN or Inf values in "
+                f"{len(non_finite)} tensor(s): {', '.join(non_finite[:20])}"
+                + (" ..." if len(non_finite) > 20 else "")
+                + "; the file is corrupt (or saved from a diverged run); nothing was loaded"
+            )
         unexpected = sorted(n for n in reader.names() if n not in consumed and not resolver.known(n))
         message = ""
         if missing or mismatched or unexpected:
@@ -224,19 +228,28 @@ def _report(reader, convention, missing, mismatched, unexpected):
 
 def checkpoint_tensors(transformer, format="tf"):
     """The model's weights as ``{checkpoint name: numpy array}`` in `format`
-    (``"tf"``: Google names and layout; ``"hf"``: Hugging Face names and layout)."""
+    (``"tf"``: Google names and layout; ``"hf"``: Hugging Face names and layout).
+
+    Layers with LoRA enabled (:mod:`kerasformer.lora`) contribute their merged weight
+    ``W + (alpha / rank) * A @ B`` (the model itself is not changed); the A/B matrices
+    are not written (``lora.save_lora_weights`` saves them separately)."""
     if format not in ("tf", "hf"):
         raise ValueError(f"format must be 'tf' or 'hf', got {format!r}")
     weights = _weights_by_path(transformer.model)
     rows = [dataclasses.replace(r, keras=transformer.prefix + r.keras)
             for r in transformer.variable_mapping()]
     hf_prefix = transformer.hf_save_prefix() if hasattr(transformer, "hf_save_prefix") else ""
+    from ..lora import lora_merged_weights
+
+    # With LoRA enabled, the stored kernel is the frozen base: write W + (alpha/r) A B,
+    # what the model computes (as Keras's own save_weights does).
+    merged = lora_merged_weights(transformer.model)
     tensors = {}
     for row in rows:
         variable = weights.get(row.keras)
         if variable is None:
             continue
-        array = np.asarray(variable.numpy())
+        array = merged[row.keras] if row.keras in merged else np.asarray(variable.numpy())
         if format == "tf":
             if row.google is None:
                 raise ValueError(f"{row.keras} has no Google TF checkpoint name")

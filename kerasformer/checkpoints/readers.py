@@ -13,7 +13,10 @@ Supported formats:
 * PyTorch ``pytorch_model.bin`` / ``.pt`` / ``.pth`` state dicts, via
   :class:`TorchBinReader` (needs ``torch``);
 * sharded Hugging Face checkpoints (``*.safetensors.index.json`` or
-  ``pytorch_model.bin.index.json``), via :class:`ShardedReader`.
+  ``pytorch_model.bin.index.json``), via :class:`ShardedReader`;
+* Keras ``.weights.h5`` files of a kerasformer model, via :class:`KerasWeightsReader`
+  (variables by layer and position: for inspection and the CLI, not for name-keyed
+  loading, so :func:`open_checkpoint` does not pick it).
 
 :func:`open_checkpoint` picks the right reader for a file, a TF prefix or a
 model directory; :func:`find_config` finds the ``config.json`` next to it.
@@ -33,6 +36,8 @@ __all__ = [
     "SafetensorsReader",
     "ShardedReader",
     "TorchBinReader",
+    "KerasWeightsReader",
+    "is_bookkeeping",
     "open_checkpoint",
     "find_config",
 ]
@@ -44,7 +49,6 @@ _DIR_CANDIDATES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
-_CONFIG_NAMES = ("config.json", "bert_config.json")
 _TORCH_EXTENSIONS = (".bin", ".pt", ".pth")
 _TF_DATA_RE = re.compile(r"\.data-\d+-of-\d+$")
 _SUPPORTED = (
@@ -53,6 +57,24 @@ _SUPPORTED = (
     "(sharded), *.bin / *.pt / *.pth (PyTorch state dict), or a directory "
     "holding one of them"
 )
+
+
+# Tensors that are training state or buffers, never model weights: TF bookkeeping
+# (global_step, loss scale, optimizer slots, EMA, the object graph) and Hugging Face
+# buffers (position_ids, GPT-2's attention-mask bias, NEZHA's position table). The one
+# list shared by loading (not "unexpected") and `kerasformer info` (not counted).
+_BOOKKEEPING = re.compile(
+    r"(^|[/.])(global_step|bad_steps|good_steps|loss_scale|current_loss_scale)$"
+    r"|/adam_[mv]$|/lamb_[mv]$|/Adam(_1)?$|/Momentum$|ExponentialMovingAverage"
+    r"|(^|\.)position_ids$|_CHECKPOINTABLE_OBJECT_GRAPH"
+    r"|\.attn\.(masked_)?bias$|relative_positions_encoding\.positions_encoding$"
+)
+
+
+def is_bookkeeping(name):
+    """Whether the checkpoint tensor `name` is training state or a buffer (optimizer
+    slots, ``global_step``, ``position_ids``...), not a model weight."""
+    return _BOOKKEEPING.search(name) is not None
 
 
 def _import_tensorflow(path):
@@ -79,6 +101,12 @@ def _import_torch(path):
             "pip install torch"
         ) from e
     return torch
+
+
+def _first_line(error):
+    """The first line of an exception's message (TF's carry C++ stack traces)."""
+    text = str(getattr(error, "message", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _to_float32_if_half(array):
@@ -212,8 +240,60 @@ class TFCheckpointReader(CheckpointReader):
                 f"{self.path}.index does not exist"
             )
         tf = _import_tensorflow(self.path)
-        self._reader = tf.train.load_checkpoint(self.path)
-        self._shapes = self._reader.get_variable_to_shape_map()
+        try:
+            self._reader = tf.train.load_checkpoint(self.path)
+            self._shapes = self._reader.get_variable_to_shape_map()
+            dtypes = self._reader.get_variable_to_dtype_map()
+        except (tf.errors.OpError, ValueError) as e:
+            raise ValueError(
+                f"Corrupt TensorFlow checkpoint index {self.path}.index: "
+                f"{_first_line(e)}"
+            ) from None
+        if os.path.exists(self.path + ".index"):  # V2 bundle (V1: one file)
+            self._check_data_size(dtypes)
+
+    def _check_data_size(self, dtypes):
+        """Refuse missing or truncated data shards from the index alone.
+
+        The bundle stores each tensor's bytes back to back in the
+        ``.data-K-of-N`` shards, so the shards together hold at least the byte
+        size of every fixed-size tensor (exactly that, when no tensor is a
+        variable-length string): a cut shard falls short.
+        """
+        pattern = re.escape(os.path.basename(self.path)) + r"\.data-(\d+)-of-(\d+)$"
+        folder = os.path.dirname(os.path.abspath(self.path))
+        shards = [m for m in map(re.compile(pattern).match, os.listdir(folder)) if m]
+        if not shards:
+            raise ValueError(
+                f"TensorFlow checkpoint {self.path}: no data shard "
+                f"({self.path}.data-00000-of-0000N) next to the index"
+            )
+        count = int(shards[0].group(2))
+        names = {int(m.group(1)) for m in shards if int(m.group(2)) == count}
+        missing = [k for k in range(count) if k not in names]
+        if missing:
+            raise ValueError(
+                f"TensorFlow checkpoint {self.path}: data shard(s) "
+                f"{[f'{self.path}.data-{k:05d}-of-{count:05d}' for k in missing]} "
+                "missing"
+            )
+        actual = sum(
+            os.path.getsize(os.path.join(folder, m.group(0)))
+            for m in shards if int(m.group(2)) == count
+        )
+        expected, strings = 0, False
+        for name, dtype in dtypes.items():
+            if dtype.name == "string":
+                strings = True
+                continue
+            elements = int(np.prod(self._shapes[name], dtype=np.int64))
+            expected += elements * dtype.size
+        if actual < expected or (actual != expected and not strings):
+            raise ValueError(
+                f"Truncated or corrupt TensorFlow checkpoint {self.path}: the "
+                f"index describes {expected} bytes of tensor data, the data "
+                f"shard(s) hold {actual}"
+            )
 
     def _names(self):
         return self._shapes.keys()
@@ -222,7 +302,14 @@ class TFCheckpointReader(CheckpointReader):
         return self._shapes[name]
 
     def _get(self, name):
-        return np.array(self._reader.get_tensor(name), copy=True)
+        tf = _import_tensorflow(self.path)
+        try:
+            return np.array(self._reader.get_tensor(name), copy=True)
+        except tf.errors.OpError as e:
+            raise ValueError(
+                f"Cannot read tensor {name!r} of the TensorFlow checkpoint "
+                f"{self.path}: {_first_line(e)}"
+            ) from None
 
     def close(self):
         self._reader = None
@@ -237,8 +324,27 @@ _ST_NUMPY_DTYPES = {
 }
 
 
+# Bytes per element of each safetensors dtype (for checking the header's offsets).
+_ST_ITEMSIZE = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
+    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1,
+    "BOOL": 1,
+}
+
+
 def _read_safetensors_header(path):
-    """Return ``(header: dict, data_start: int)`` of a safetensors file."""
+    """Return ``(header: dict, data_start: int)`` of a safetensors file.
+
+    Checks what the format promises, from the header and the file size alone (no
+    tensor data is read): each entry has a known dtype, a shape of non-negative
+    ints and ``data_offsets`` [begin, end] whose length is the shape's byte size;
+    the tensors tile the data area without gaps or overlaps, and the file holds
+    exactly that many bytes after the header (a file cut after its header, or
+    with offsets past its end, is refused).
+
+    Raises:
+        ValueError: naming `path` and what is wrong.
+    """
     with open(path, "rb") as f:
         raw_len = f.read(8)
         if len(raw_len) != 8:
@@ -257,7 +363,67 @@ def _read_safetensors_header(path):
             ) from e
     if not isinstance(header, dict):
         raise ValueError(f"{path} is not a safetensors file (bad header)")
+    _check_safetensors_layout(path, header, size - 8 - n)
     return header, 8 + n
+
+
+def _check_safetensors_layout(path, header, data_size):
+    """Raise ValueError unless the header's tensors exactly tile `data_size` bytes."""
+    spans = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        problem = None
+        if not isinstance(info, dict):
+            problem = "entry is not an object"
+        else:
+            dtype, shape = info.get("dtype"), info.get("shape")
+            offsets = info.get("data_offsets")
+            if dtype not in _ST_ITEMSIZE:
+                problem = f"unknown dtype {dtype!r}"
+            elif not isinstance(shape, list) or not all(
+                type(d) is int and d >= 0 for d in shape
+            ):
+                problem = f"bad shape {shape!r}"
+            elif not (
+                isinstance(offsets, list) and len(offsets) == 2
+                and all(type(o) is int for o in offsets)
+                and 0 <= offsets[0] <= offsets[1]
+            ):
+                problem = f"bad data_offsets {offsets!r}"
+            else:
+                nbytes = _ST_ITEMSIZE[dtype] * int(np.prod(shape, dtype=np.int64))
+                if offsets[1] - offsets[0] != nbytes:
+                    problem = (
+                        f"data_offsets {offsets} span {offsets[1] - offsets[0]} "
+                        f"bytes, but a {dtype} tensor of shape {shape} has {nbytes}"
+                    )
+                elif offsets[1] > data_size:
+                    problem = (
+                        f"data_offsets {offsets} run past the end of the data "
+                        f"({data_size} bytes): the file is truncated"
+                    )
+        if problem:
+            raise ValueError(
+                f"Corrupt safetensors file {path}: tensor {name!r}: {problem}"
+            )
+        spans.append((offsets[0], offsets[1], name))
+    spans.sort()
+    end = 0
+    for begin, stop, name in spans:
+        if begin != end:
+            what = "overlaps the previous tensor" if begin < end else "leaves a gap"
+            raise ValueError(
+                f"Corrupt safetensors file {path}: tensor {name!r} at "
+                f"data_offsets [{begin}, {stop}] {what}"
+            )
+        end = stop
+    if end != data_size:
+        raise ValueError(
+            f"Corrupt safetensors file {path}: the header describes {end} bytes "
+            f"of tensor data, the file holds {data_size}"
+            + (" (truncated)" if end > data_size else "")
+        )
 
 
 class SafetensorsReader(CheckpointReader):
@@ -413,9 +579,21 @@ class TorchBinReader(CheckpointReader):
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"No PyTorch checkpoint at {self.path}")
         self._torch = _import_torch(self.path)
-        obj = self._torch.load(
-            self.path, map_location="cpu", weights_only=True
-        )
+        try:
+            obj = self._torch.load(
+                self.path, map_location="cpu", weights_only=True
+            )
+        except Exception as e:  # UnpicklingError, RuntimeError (bad zip), EOFError
+            if "weights_only" in str(e) or "Unsupported global" in str(e):
+                raise ValueError(
+                    f"Refused to load {self.path}: it holds pickled Python objects "
+                    "that are not tensors, and kerasformer never runs pickle code "
+                    f"(torch.load weights_only=True): {_first_line(e)}"
+                ) from None
+            raise ValueError(
+                f"Cannot read the PyTorch checkpoint {self.path} (truncated or not "
+                f"a torch.save file): {type(e).__name__}: {_first_line(e)}"
+            ) from None
         self._state = _unwrap_state_dict(obj, self._torch, self.path)
 
     def _names(self):
@@ -456,8 +634,13 @@ class ShardedReader(CheckpointReader):
         super().__init__(index_json_path)
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"No checkpoint index at {self.path}")
-        with open(self.path, encoding="utf-8") as f:
-            index = json.load(f)
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                index = json.load(f)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(
+                f"Sharded checkpoint index {self.path} is not valid JSON: {e}"
+            ) from None
         weight_map = index.get("weight_map") if isinstance(index, dict) else None
         if not isinstance(weight_map, dict) or not weight_map:
             raise ValueError(
@@ -525,6 +708,86 @@ class ShardedReader(CheckpointReader):
         for reader in self._shards.values():
             reader.close()
         self._shards = {}
+
+
+class KerasWeightsReader(CheckpointReader):
+    """A Keras ``.weights.h5`` file saved from a kerasformer model (read-only).
+
+    Args:
+        path: str or path-like, the ``.weights.h5`` file.
+
+    Tensor names are the layer names recorded in the file joined with ``/`` and the
+    index of the variable, e.g. ``Transformer-0-MultiHeadSelfAttention/q_dense/0``
+    (Keras stores variables by position, not by name). ``format`` is ``"keras"``.
+
+    Attributes:
+        layer_paths: dict, HDF5 group of each top-level layer (``layers/dense_3``)
+            -> the layer name recorded in it.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: naming `path`: not an HDF5 file (or a cut one), no ``layers``
+            group, or no weights at all.
+    """
+
+    format = "keras"
+
+    def __init__(self, path):
+        import h5py
+
+        super().__init__(path)
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(f"No file at {self.path}")
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as e:
+            raise ValueError(f"{self.path} is not an HDF5 file: {e}") from None
+        self._datasets = {}
+        # One group per top-level layer under "layers/", named by the Keras class
+        # (dense_3...); the layer's own name is an attribute of its "vars" group.
+        self.layer_paths = {}
+        layers = self._file.get("layers")
+        if layers is None:
+            self._file.close()
+            raise ValueError(f"{self.path} is not a Keras .weights.h5 file of a model "
+                             "(no 'layers' group)")
+        for key in layers:
+            self.layer_paths[f"layers/{key}"] = self._walk(layers[key], [])
+        if not self._datasets:
+            self._file.close()
+            raise ValueError(f"{self.path} holds no weights (an empty or cut .weights.h5)")
+
+    def _walk(self, group, names):
+        own = group.get("vars")
+        name = own.attrs.get("name") if own is not None else None
+        if isinstance(name, bytes):
+            name = name.decode("utf-8")
+        here = names + [name or group.name.rsplit("/", 1)[-1]]
+        if own is not None:
+            for index in sorted(own, key=int):
+                self._datasets["/".join(here + [index])] = own[index]
+        for key in group:
+            if key != "vars":
+                self._walk(group[key], here)
+        return here[0]
+
+    def _names(self):
+        return self._datasets.keys()
+
+    def _shape(self, name):
+        return self._datasets[name].shape
+
+    def _get(self, name):
+        return self._datasets[name][()]
+
+    def layers_with_weights(self):
+        """Names of the top-level layers that hold at least one variable."""
+        return {name.split("/", 1)[0] for name in self._datasets}
+
+    def close(self):
+        if getattr(self, "_file", None) is not None:
+            self._file.close()
+            self._file = None
 
 
 def _tf_prefix_of(path):
@@ -668,10 +931,8 @@ def find_config(path):
         directory itself or in the checkpoint's folder; None if neither
         exists.
     """
+    from kerasformer.config import config_file_in
+
     path = os.path.expanduser(os.fspath(path))
     folder = path if os.path.isdir(path) else (os.path.dirname(path) or ".")
-    for name in _CONFIG_NAMES:
-        candidate = os.path.join(folder, name)
-        if os.path.isfile(candidate):
-            return candidate
-    return None
+    return config_file_in(folder)
