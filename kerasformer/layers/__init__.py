@@ -23,3 +23,8 @@ __all__ = [
     "PositionEmbedding",
     "TakeToken",
 ]
+
+# Recipes (issue 14).
+from .rotary_2d import MultiHeadAttention2DRoPE  # noqa: E402
+
+__all__ += ["MultiHeadAttention2DRoPE"]
