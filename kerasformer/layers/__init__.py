@@ -25,6 +25,7 @@ __all__ = [
 ]
 
 # Recipes (issue 14).
+from .dgcnn import DGCNN, DilatedGatedConv1D  # noqa: E402
 from .rotary_2d import MultiHeadAttention2DRoPE  # noqa: E402
 
-__all__ += ["MultiHeadAttention2DRoPE"]
+__all__ += ["DGCNN", "DilatedGatedConv1D", "MultiHeadAttention2DRoPE"]
