@@ -846,3 +846,78 @@ def load_whitening(path):
     """
     with np.load(path, allow_pickle=False) as data:
         return data["kernel"], data["bias"]
+
+
+# ------------------------------------------------------------- exposure bias (recipes)
+
+__all__ += ["random_replace_tokens"]
+
+
+def random_replace_tokens(token_ids, region, rate, *, vocab_size=None, predictions=None,
+                          exclude_ids=(), rng=None):
+    """Teacher-forcing inputs with a fraction of tokens replaced, against exposure bias
+    in seq2seq training (Su, kexue.fm/archives/7259): the decoder learns to continue
+    from imperfect prefixes, as it must at generation time. Feed the result as the
+    model's *input* and keep the original ids as the *labels*.
+
+    Replacements are random tokens (``vocab_size``: uniform over ``[0, vocab_size)``
+    minus ``exclude_ids``) or model samples (``predictions``: the model's next-token
+    probabilities on the clean input; position ``t`` is replaced by a draw from
+    ``predictions[:, t - 1]``, the token the model would have produced there).
+
+    Regions: UniLM (``[CLS] source [SEP] target [SEP]``) ``region = segment_ids == 1``;
+    T5 decoder input (``[start] target[:-1]``) ``region = decoder_ids != pad`` with
+    column 0 False. Position 0 is never replaced in the model-sample mode (it has no
+    previous prediction).
+
+    Args:
+        token_ids: int array [batch, seq_len] (not modified).
+        region: bool array [batch, seq_len], the positions that may be replaced.
+        rate: float in [0, 1], the probability that a position of ``region`` is replaced.
+        vocab_size: int, for random tokens; predictions: float array
+            [batch, seq_len, vocab] (probabilities, rows summing to 1) for model samples.
+            Exactly one of the two.
+        exclude_ids: ids never used as replacements (``[PAD]``, ``[CLS]``, ``[SEP]``...);
+            in the model-sample mode their probability is set to 0 and the rest
+            renormalised.
+        rng: ``np.random.Generator`` / ``RandomState`` (default: a new ``default_rng()``).
+
+    Returns:
+        int array like ``token_ids``.
+
+    Raises:
+        ValueError: not exactly one of ``vocab_size`` / ``predictions``, ``rate`` out of
+            [0, 1], or shapes that do not match.
+    """
+    token_ids = np.asarray(token_ids)
+    region = np.asarray(region, bool)
+    if (vocab_size is None) == (predictions is None):
+        raise ValueError("random_replace_tokens: pass exactly one of vocab_size "
+                         "(random tokens) and predictions (model samples)")
+    if not 0.0 <= float(rate) <= 1.0:
+        raise ValueError(f"random_replace_tokens: rate must be in [0, 1], got {rate!r}")
+    if token_ids.ndim != 2 or region.shape != token_ids.shape:
+        raise ValueError(f"random_replace_tokens: token_ids {token_ids.shape} and region "
+                         f"{region.shape} must be one [batch, seq_len] shape")
+    rng = np.random.default_rng() if rng is None else rng
+    exclude = np.asarray(sorted(set(int(i) for i in exclude_ids)), "int64")
+    replace = region & (rng.random(token_ids.shape) < float(rate))
+    out = token_ids.copy()
+    if vocab_size is not None:
+        allowed = np.setdiff1d(np.arange(int(vocab_size)), exclude)
+        out[replace] = allowed[rng.integers(0, len(allowed), size=int(replace.sum()))]
+        return out
+    predictions = np.asarray(predictions, "float64")
+    if predictions.shape[:2] != token_ids.shape:
+        raise ValueError(f"random_replace_tokens: predictions {predictions.shape} do not "
+                         f"match token_ids {token_ids.shape}")
+    replace[:, 0] = False
+    rows, cols = np.nonzero(replace)
+    probs = predictions[rows, cols - 1]
+    if len(exclude):
+        probs[:, exclude] = 0.0
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    # Inverse-CDF draw, one uniform per replaced position.
+    draws = (probs.cumsum(axis=1) < rng.random((len(rows), 1))).sum(axis=1)
+    out[rows, cols] = np.minimum(draws, probs.shape[1] - 1)
+    return out
