@@ -117,7 +117,9 @@ def gibbs_sample(model, token_ids, segment_ids=None, *, mask_id, steps, free=Non
     options = (int(steps), order, int(mask_id), _is_probas(model),
                tuple(sorted(int(i) for i in banned_ids or ())))
     store = model.__dict__.setdefault(_CACHE_ATTRIBUTE, {})
-    seed_generator = store.setdefault("seed_generator", keras.random.SeedGenerator(0))
+    if "seed_generator" not in store:
+        store["seed_generator"] = keras.random.SeedGenerator(0)
+    seed_generator = store["seed_generator"]
     if options not in store:
         store[options] = _compile(
             lambda arrays, dyn: _chain(model, options, seed_generator, arrays, dyn),
