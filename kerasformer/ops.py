@@ -209,3 +209,50 @@ def apply_rotary(x, positions, base=10000.0, style="interleaved"):
         x1, x2 = x[..., : dim // 2], x[..., dim // 2 :]
         return ops.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     raise ValueError(f"Unknown rotary style {style!r}; use 'interleaved' or 'half'")
+
+
+# ---------------------------------------------------------------------------
+# 2-D rotary position embedding (recipes)
+# ---------------------------------------------------------------------------
+
+
+def grid_positions(height, width):
+    """Row-major (row, column) positions of a ``height x width`` grid (image patches,
+    table cells): int32 ``[1, height * width, 2]``, row ``r * width + c`` holding
+    ``(r, c)``; the ``positions`` argument of :func:`apply_rotary_2d`."""
+    rows = ops.repeat(ops.arange(height, dtype="int32"), width)
+    cols = ops.tile(ops.arange(width, dtype="int32"), (height,))
+    return ops.stack([rows, cols], axis=-1)[None]
+
+
+def apply_rotary_2d(x, positions, base=10000.0, style="interleaved"):
+    """2-D rotary position embedding (Su, kexue.fm/archives/8397): the first half of each
+    head's dimensions gets the 1-D RoPE of the row, the second half the 1-D RoPE of the
+    column. The rotation of a 2-D position ``(r, c)`` is the block-diagonal
+    ``R_(r,c) = diag(R_r, R_c)`` of two 1-D rotations (each of size ``head_size / 2``,
+    frequencies ``base ** (-2i / (head_size / 2))``), so ``R_(r,c)^T R_(r',c') =
+    R_(r'-r, c'-c)``: a query-key score depends on the 2-D offset only.
+
+    Args:
+        x: float tensor [batch, seq_len, heads, head_size], ``head_size % 4 == 0``.
+        positions: int tensor [batch or 1, seq_len, 2] of (row, column) pairs, e.g.
+            :func:`grid_positions`.
+        style: pairing of dimensions inside each half, as :func:`apply_rotary`.
+
+    Returns:
+        tensor shaped and typed like ``x``.
+
+    Raises:
+        ValueError: ``head_size`` is not a multiple of 4 or ``positions`` has no last
+            axis of size 2.
+    """
+    dim = x.shape[-1]
+    if dim is None or dim % 4:
+        raise ValueError(f"apply_rotary_2d: head_size must be a multiple of 4, got {dim}")
+    if len(positions.shape) != 3 or positions.shape[-1] != 2:
+        raise ValueError("apply_rotary_2d: positions must be [batch, seq_len, 2] "
+                         f"(row, column), got shape {positions.shape}")
+    half = dim // 2
+    rows = apply_rotary(x[..., :half], positions[..., 0], base=base, style=style)
+    cols = apply_rotary(x[..., half:], positions[..., 1], base=base, style=style)
+    return ops.concatenate([rows, cols], axis=-1)

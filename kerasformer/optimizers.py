@@ -921,3 +921,125 @@ __all__ += [name + "_v2" for name in (
     "extend_with_lookahead", "extend_with_exponential_moving_average",
     "extend_with_parameter_wise_lr",
 )]
+
+
+# ---------------------------------------------------------------------------------------
+# ChildTuning (recipes)
+# ---------------------------------------------------------------------------------------
+__all__ += ["extend_with_child_tuning"]
+
+
+class _ChildTuning(_Extended):
+    """ChildTuning: update only a "child network" by masking gradients (Xu et al. 2021,
+    "Raise a Child in Large Language Model", arXiv:2109.05687; kexue.fm/archives/8764),
+    as the authors' ``ChildTuningAdamW`` does: the gradient is masked before the base
+    optimizer sees it (moments, clipping and weight decay are the base optimizer's).
+
+    Extra arguments:
+        child_tuning_mode: ``"F"`` (task-free): each update draws a fresh Bernoulli(p)
+            mask per gradient entry and uses ``g * mask / p`` (unbiased); ``"D"``
+            (task-driven): a fixed 0/1 mask, chosen before training from the Fisher
+            information (see :func:`kerasformer.child_tuning.child_tuning_masks`), gives
+            ``g * mask`` (no rescaling, as in the authors' code).
+        reserve_p: float in (0, 1], ``p_F`` of mode ``"F"`` (default 0.3).
+        gradient_masks: mode ``"D"``: dict ``{variable path: 0/1 array of its shape}``;
+            variables without an entry are updated normally. Stored as (non-trainable)
+            optimizer variables, so they are saved and restored with the optimizer.
+        child_tuning_seed: int seed of mode ``"F"``'s masks (None: random).
+
+    With an optimizer that has momentum (Adam), an entry masked in this step still moves
+    by its earlier momentum; under mode ``"D"`` a masked entry has a zero gradient from the
+    start, so it never moves (except by decoupled weight decay, as in the paper's code).
+    Under gradient accumulation each micro-batch gradient is masked.
+
+    Raises:
+        ValueError: unknown mode, ``reserve_p`` out of range, mode ``"D"`` without masks,
+            a mask for a path that is not a trainable variable or of the wrong shape.
+    """
+
+    _suffix = "WithChildTuning"
+
+    def __init__(self, *args, child_tuning_mode="F", reserve_p=0.3, gradient_masks=None,
+                 child_tuning_seed=None, child_tuning_masked_paths=None, **kwargs):
+        import numpy as np
+
+        if child_tuning_mode not in ("F", "D"):
+            raise ValueError(f"child_tuning_mode must be 'F' or 'D', got {child_tuning_mode!r}")
+        if not 0.0 < float(reserve_p) <= 1.0:
+            raise ValueError(f"reserve_p must be in (0, 1], got {reserve_p!r}")
+        masks = {str(k): np.asarray(v) for k, v in (gradient_masks or {}).items()}
+        # From a saved config: the mask values come back with the optimizer's variables.
+        paths = list(masks) or list(child_tuning_masked_paths or [])
+        if child_tuning_mode == "D" and not paths:
+            raise ValueError("ChildTuning-D needs gradient_masks {variable path: 0/1 mask}")
+        super().__init__(*args, **kwargs)
+        self.child_tuning_mode = child_tuning_mode
+        self.reserve_p = float(reserve_p)
+        self.child_tuning_seed = child_tuning_seed
+        self._kf.child_tuning = {"masks": masks, "paths": paths, "variables": None,
+                                 "seed": None}
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        state = self._kf.child_tuning
+        if self.child_tuning_mode == "F":
+            state["seed"] = keras.random.SeedGenerator(self.child_tuning_seed)
+            # Tracked as an optimizer variable so that compiled JAX steps thread it.
+            self._track_variable(state["seed"].state)
+            return
+        by_path = {_variable_path(v): i for i, v in enumerate(variables)}
+        unknown = [p for p in state["paths"] if p not in by_path]
+        if unknown:
+            raise ValueError(f"ChildTuning-D: masks for unknown variables {unknown}; "
+                             f"trainable variables are {sorted(by_path)}")
+        state["variables"] = [None] * len(variables)
+        for path in state["paths"]:
+            variable = variables[by_path[path]]
+            mask = self.add_variable(tuple(variable.shape), initializer="ones",
+                                     dtype=variable.dtype, name="child_tuning_mask")
+            if path in state["masks"]:
+                value = state["masks"][path]
+                if tuple(value.shape) != tuple(variable.shape):
+                    raise ValueError(f"ChildTuning-D: mask of {path} has shape {value.shape}, "
+                                     f"the variable {tuple(variable.shape)}")
+                mask.assign(value.astype(keras.backend.standardize_dtype(variable.dtype)))
+            state["variables"][by_path[path]] = mask
+        state["masks"] = {}  # now held by the optimizer variables
+
+    def apply(self, grads, trainable_variables=None):
+        variables = (list(trainable_variables) if trainable_variables is not None
+                     else self._trainable_variables)
+        if not self.built:
+            with keras.name_scope(self.name):
+                self.build(variables)
+            self.built = True
+        state = self._kf.child_tuning
+        masked = []
+        for i, gradient in enumerate(grads):
+            gradient = _densify(gradient, variables[i])
+            if gradient is not None and self.child_tuning_mode == "F":
+                keep = keras.random.uniform(ops.shape(gradient), seed=state["seed"]) < self.reserve_p
+                gradient = ops.where(keep, gradient / self.reserve_p, ops.zeros_like(gradient))
+            elif gradient is not None and state["variables"][i] is not None:
+                gradient = gradient * ops.cast(state["variables"][i], gradient.dtype)
+            masked.append(gradient)
+        return super().apply(masked, trainable_variables)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(child_tuning_mode=self.child_tuning_mode, reserve_p=self.reserve_p,
+                      child_tuning_seed=self.child_tuning_seed,
+                      child_tuning_masked_paths=list(self._kf.child_tuning["paths"]))
+        return config
+
+
+def extend_with_child_tuning(BaseOptimizer, name=None):
+    """Return a subclass of ``BaseOptimizer`` with ChildTuning-F or ChildTuning-D
+    (arXiv:2109.05687): adds ``child_tuning_mode``, ``reserve_p``, ``gradient_masks``,
+    ``child_tuning_seed`` (see the class docstring). ``extend_with_child_tuning(
+    extend_with_weight_decay(keras.optimizers.Adam))`` is the paper's ChildTuningAdamW.
+    Same arguments and errors as :func:`extend_with_weight_decay`.
+    """
+    return _extend(BaseOptimizer, _ChildTuning, "child_tuning", name)

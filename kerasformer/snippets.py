@@ -1139,3 +1139,189 @@ def get_all_attributes(something):
 
 
 __all__ += ["get_all_attributes"]
+
+
+# ---------------------------------------------------------------- BERT-whitening (recipes)
+
+__all__ += ["compute_kernel_bias", "transform_and_normalize", "save_whitening",
+            "load_whitening"]
+
+
+def compute_kernel_bias(vecs, n_components=None):
+    """Fit BERT-whitening on sentence vectors (Su et al. 2021, "Whitening Sentence
+    Representations for Better Semantics and Faster Retrieval", arXiv:2103.15316;
+    kexue.fm/archives/8069). Names and conventions are those of the paper's code
+    (github.com/bojone/BERT-whitening).
+
+    With ``mu`` the mean of the rows and ``U diag(s) U^T`` the SVD of their covariance
+    (``np.cov``, unbiased), the whitening map is ``x -> (x - mu) W`` with
+    ``W = U diag(1 / sqrt(s))``; keeping the first ``k`` columns of ``W`` (largest ``s``)
+    reduces the dimension. The transformed training vectors have covariance ``I_k``.
+
+    Args:
+        vecs: array-like ``[n, d]`` (any float dtype; computed in float64), ``n >= 2``.
+        n_components: ``k``, the number of dimensions kept, ``1 <= k <= d``; None keeps
+            all ``d``.
+
+    Returns:
+        ``(kernel, bias)``: float64 ``kernel [d, k]`` (``W[:, :k]``) and ``bias [1, d]``,
+        which is ``-mu`` as in the paper's code, so the transform is
+        ``(vecs + bias) @ kernel`` (see :func:`transform_and_normalize`).
+
+    Raises:
+        ValueError: ``vecs`` is not 2-D or has fewer than 2 rows, ``n_components`` is out
+            of range, or the covariance is singular in the kept directions (fewer than
+            ``k + 1`` independent rows: whitening would divide by ~0).
+    """
+    vecs = np.asarray(vecs, dtype="float64")
+    if vecs.ndim != 2 or len(vecs) < 2:
+        raise ValueError(f"compute_kernel_bias: vecs must be [n >= 2, d], got {vecs.shape}")
+    d = vecs.shape[1]
+    k = d if n_components is None else int(n_components)
+    if not 1 <= k <= d:
+        raise ValueError(f"compute_kernel_bias: n_components must be in [1, {d}], got "
+                         f"{n_components!r}")
+    mu = vecs.mean(axis=0, keepdims=True)
+    u, s, _ = np.linalg.svd(np.cov(vecs.T))
+    # Directions with (numerically) zero variance cannot be scaled to unit variance.
+    tiny = s[0] * max(vecs.shape) * np.finfo("float64").eps
+    if s[k - 1] <= tiny:
+        rank = int((s > tiny).sum())
+        raise ValueError(f"compute_kernel_bias: the covariance has rank {rank} < "
+                         f"n_components={k} (need more, independent vectors)")
+    kernel = u[:, :k] / np.sqrt(s[:k])
+    return kernel, -mu
+
+
+def transform_and_normalize(vecs, kernel=None, bias=None):
+    """Apply a whitening fitted by :func:`compute_kernel_bias`, then L2-normalise rows
+    (the paper's ``transform_and_normalize``; arXiv:2103.15316).
+
+    Args:
+        vecs: array-like ``[n, d]``.
+        kernel: ``[d, k]`` or None; bias: ``[1, d]`` (or ``[d]``) or None. When either is
+            None the vectors are only normalised.
+
+    Returns:
+        float64 ``[n, k]`` (``[n, d]`` without a whitening), rows of unit L2 norm (a zero
+        row stays zero).
+
+    Raises:
+        ValueError: shapes that do not fit together.
+    """
+    vecs = np.asarray(vecs, dtype="float64")
+    if vecs.ndim != 2:
+        raise ValueError(f"transform_and_normalize: vecs must be [n, d], got {vecs.shape}")
+    if kernel is not None and bias is not None:
+        kernel = np.asarray(kernel, dtype="float64")
+        bias = np.asarray(bias, dtype="float64").reshape(1, -1)
+        if kernel.ndim != 2 or kernel.shape[0] != vecs.shape[1] or bias.shape[1] != vecs.shape[1]:
+            raise ValueError(f"transform_and_normalize: vecs {vecs.shape}, kernel "
+                             f"{kernel.shape} and bias {bias.shape} do not fit")
+        vecs = (vecs + bias) @ kernel
+    norms = np.sqrt((vecs ** 2).sum(axis=1, keepdims=True))
+    return vecs / np.where(norms > 0, norms, 1.0)
+
+
+def save_whitening(path, kernel, bias):
+    """Write ``kernel`` and ``bias`` to the ``.npz`` file ``path`` atomically: a temporary
+    file in the same folder, renamed into place, so a failed or killed write leaves an
+    existing file untouched. ``path`` is used as given (no ``.npz`` is appended)."""
+    import os
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".whitening-", suffix=".npz.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, kernel=np.asarray(kernel, "float64"), bias=np.asarray(bias, "float64"))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_whitening(path):
+    """``(kernel, bias)`` written by :func:`save_whitening`.
+
+    Raises:
+        OSError: missing file; KeyError / ValueError: not a whitening file.
+    """
+    with np.load(path, allow_pickle=False) as data:
+        return data["kernel"], data["bias"]
+
+
+# ------------------------------------------------------------- exposure bias (recipes)
+
+__all__ += ["random_replace_tokens"]
+
+
+def random_replace_tokens(token_ids, region, rate, *, vocab_size=None, predictions=None,
+                          exclude_ids=(), rng=None):
+    """Teacher-forcing inputs with a fraction of tokens replaced, against exposure bias
+    in seq2seq training (Su, kexue.fm/archives/7259): the decoder learns to continue
+    from imperfect prefixes, as it must at generation time. Feed the result as the
+    model's *input* and keep the original ids as the *labels*.
+
+    Replacements are random tokens (``vocab_size``: uniform over ``[0, vocab_size)``
+    minus ``exclude_ids``) or model samples (``predictions``: the model's next-token
+    probabilities on the clean input; position ``t`` is replaced by a draw from
+    ``predictions[:, t - 1]``, the token the model would have produced there).
+
+    Regions: UniLM (``[CLS] source [SEP] target [SEP]``) ``region = segment_ids == 1``;
+    T5 decoder input (``[start] target[:-1]``) ``region = decoder_ids != pad`` with
+    column 0 False. Position 0 is never replaced in the model-sample mode (it has no
+    previous prediction).
+
+    Args:
+        token_ids: int array [batch, seq_len] (not modified).
+        region: bool array [batch, seq_len], the positions that may be replaced.
+        rate: float in [0, 1], the probability that a position of ``region`` is replaced.
+        vocab_size: int, for random tokens; predictions: float array
+            [batch, seq_len, vocab] (probabilities, rows summing to 1) for model samples.
+            Exactly one of the two.
+        exclude_ids: ids never used as replacements (``[PAD]``, ``[CLS]``, ``[SEP]``...);
+            in the model-sample mode their probability is set to 0 and the rest
+            renormalised.
+        rng: ``np.random.Generator`` / ``RandomState`` (default: a new ``default_rng()``).
+
+    Returns:
+        int array like ``token_ids``.
+
+    Raises:
+        ValueError: not exactly one of ``vocab_size`` / ``predictions``, ``rate`` out of
+            [0, 1], or shapes that do not match.
+    """
+    token_ids = np.asarray(token_ids)
+    region = np.asarray(region, bool)
+    if (vocab_size is None) == (predictions is None):
+        raise ValueError("random_replace_tokens: pass exactly one of vocab_size "
+                         "(random tokens) and predictions (model samples)")
+    if not 0.0 <= float(rate) <= 1.0:
+        raise ValueError(f"random_replace_tokens: rate must be in [0, 1], got {rate!r}")
+    if token_ids.ndim != 2 or region.shape != token_ids.shape:
+        raise ValueError(f"random_replace_tokens: token_ids {token_ids.shape} and region "
+                         f"{region.shape} must be one [batch, seq_len] shape")
+    rng = np.random.default_rng() if rng is None else rng
+    exclude = np.asarray(sorted(set(int(i) for i in exclude_ids)), "int64")
+    replace = region & (rng.random(token_ids.shape) < float(rate))
+    out = token_ids.copy()
+    if vocab_size is not None:
+        allowed = np.setdiff1d(np.arange(int(vocab_size)), exclude)
+        out[replace] = allowed[rng.integers(0, len(allowed), size=int(replace.sum()))]
+        return out
+    predictions = np.asarray(predictions, "float64")
+    if predictions.shape[:2] != token_ids.shape:
+        raise ValueError(f"random_replace_tokens: predictions {predictions.shape} do not "
+                         f"match token_ids {token_ids.shape}")
+    replace[:, 0] = False
+    rows, cols = np.nonzero(replace)
+    probs = predictions[rows, cols - 1]
+    if len(exclude):
+        probs[:, exclude] = 0.0
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    # Inverse-CDF draw, one uniform per replaced position.
+    draws = (probs.cumsum(axis=1) < rng.random((len(rows), 1))).sum(axis=1)
+    out[rows, cols] = np.minimum(draws, probs.shape[1] - 1)
+    return out

@@ -26,6 +26,12 @@ __all__ = [
     "TakeToken",
 ]
 
+# Recipes (issue 14).
+from .dgcnn import DGCNN, DilatedGatedConv1D  # noqa: E402
+from .rotary_2d import MultiHeadAttention2DRoPE  # noqa: E402
+
+__all__ += ["DGCNN", "DilatedGatedConv1D", "MultiHeadAttention2DRoPE"]
+
 # `.keras` files of built models name TransformerModel: importing the layers registers it
 # too (last, so the models package sees these layers defined).
 from ..models.keras_model import TransformerModel  # noqa: E402,F401
