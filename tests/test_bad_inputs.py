@@ -323,8 +323,18 @@ def test_vocab_edit_ids_outside_checkpoint_vocab(name, ids):
     ("hidden_size", "16"), ("intermediate_size", -1), ("vocab_size", 0),
 ])
 def test_non_positive_sizes(name, value):
-    with pytest.raises(ValueError, match=rf"{name} must be a positive int"):
+    # Keyword arguments are checked where configs are read (config.py): the error names
+    # the key, the value and the allowed range; a string is a TypeError there.
+    expected = TypeError if isinstance(value, str) else ValueError
+    with pytest.raises(expected, match=rf"{name}={value!r}.*must be an int >= 1"):
         tiny(**{name: value})
+    # The builder checks the same when a Transformer subclass is constructed directly.
+    from kerasformer.models import BERT
+    args = dict(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1,
+                num_attention_heads=2, intermediate_size=32)
+    args[name] = value
+    with pytest.raises(ValueError, match=rf"{name} must be a positive int"):
+        BERT(**args)
 
 
 # ------------------------------------------------------------------ tokenizer (item 6)
