@@ -433,17 +433,13 @@ class Transformer:
         """
         if ignore_invalid_weights is None:
             ignore_invalid_weights = self.ignore_invalid_weights
-        try:
+        deeper, blocks = self.deeper_layer_tensors(checkpoint_path)
+        if not deeper:
             return loading.load_checkpoint_into(self, checkpoint_path, ignore_invalid_weights)
-        except ValueError:
-            # Loading raises before assigning anything; retry without the deeper blocks.
-            deeper, layers = self.deeper_layer_tensors(checkpoint_path)
-            if not deeper:
-                raise
         warnings.warn(
             f"kerasformer: {checkpoint_path} has more blocks than num_hidden_layers="
-            f"{self.num_hidden_layers}; loaded the first ones and skipped the "
-            f"{len(deeper)} tensors of blocks {layers[0]}-{layers[-1]} "
+            f"{self.num_hidden_layers}; loading the first ones and skipping the "
+            f"{len(deeper)} tensors of blocks {blocks[0]}-{blocks[-1]} "
             f"(e.g. {sorted(deeper)[0]})", stacklevel=2,
         )
         return loading.load_checkpoint_into(
