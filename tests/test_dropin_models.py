@@ -179,7 +179,7 @@ def test_t5_encoder_and_decoder_are_models():
     encoder, decoder = t5.encoder, t5.decoder
     assert isinstance(encoder, keras.Model) and isinstance(decoder, keras.Model)
     source, target = np.array([[5, 6, 7, 0]]), np.array([[0, 3, 4]])
-    composed = to_numpy(decoder([encoder(source), target]))
+    composed = to_numpy(decoder([to_numpy(encoder(source)), target]))
     joint = to_numpy(t5.model([source, target]))
     assert np.abs(composed - joint).max() <= 1e-6
 
@@ -192,13 +192,19 @@ def test_one_tensor_as_additional_input_layers():
 
 
 def test_first_blocks_of_a_deeper_checkpoint(tiny_bert, tiny_bert_inputs, torch,
-                                              transformers):
-    """``num_hidden_layers=1`` on a 2-block checkpoint loads block 0 and says what was
-    skipped; the reference is transformers' BertModel truncated the same way."""
+                                              transformers, tmp_path):
+    """``num_hidden_layers=1`` on a 2-block checkpoint (Hugging Face or Google names)
+    loads block 0 and says what was skipped; the reference is transformers' BertModel
+    truncated the same way."""
     path, _ = tiny_bert
+    config_path = os.path.join(path, "config.json")
     with pytest.warns(UserWarning, match=r"skipping the 16 tensors of blocks 1-1"):
-        model = build_transformer_model(os.path.join(path, "config.json"), path,
-                                        num_hidden_layers=1)
+        model = build_transformer_model(config_path, path, num_hidden_layers=1)
+    google = str(tmp_path / "bert_model.ckpt")
+    build_transformer_model(config_path, path, return_keras_model=False
+                            ).save_weights_as_checkpoint(google, format="tf")
+    with pytest.warns(UserWarning, match=r"bert/encoder/layer_1/"):
+        from_google = build_transformer_model(config_path, google, num_hidden_layers=1)
     reference = transformers.BertModel.from_pretrained(path, num_hidden_layers=1).eval()
     token_ids, segment_ids = tiny_bert_inputs
     with torch.no_grad():
@@ -207,9 +213,10 @@ def test_first_blocks_of_a_deeper_checkpoint(tiny_bert, tiny_bert_inputs, torch,
             token_type_ids=torch.tensor(segment_ids, dtype=torch.long),
             attention_mask=torch.tensor(token_ids != 0, dtype=torch.long),
         ).last_hidden_state.numpy()
-    got = to_numpy(model([token_ids, segment_ids]))
     real = token_ids != 0
-    assert np.abs(got[real] - expected[real]).max() <= 1e-4
+    for loaded in (model, from_google):
+        got = to_numpy(loaded([token_ids, segment_ids]))
+        assert np.abs(got[real] - expected[real]).max() <= 1e-4
 
 
 def test_apply_on_other_inputs_is_the_same_computation(bert):
