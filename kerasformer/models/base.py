@@ -46,7 +46,8 @@ class Transformer:
             whose embedding is initialised to the mean of those tokens' embeddings.
         layer_norm_epsilon: epsilon of the normalization layers.
         initializer_range: stddev of the truncated-normal kernel initializer.
-        pad_token_id: id treated as padding by the attention mask.
+        pad_token_id: id treated as padding by the attention mask and by the Keras
+            padding mask that ``Embedding-Token`` attaches to the sequence outputs.
         ignore_invalid_weights: load what matches and only warn about the rest.
         prefix: prepended to every layer name (two models in one graph).
         name: name of the keras.Model.

@@ -19,6 +19,9 @@ class BERT(Transformer):
 
     Outputs (bert4keras convention): the sequence output [batch, seq_len, hidden] when no
     head is on; with one head, that head; with pool/NSP and MLM, ``[pool_or_nsp, mlm]``.
+    Sequence outputs (hidden states, MLM) carry the Keras padding mask
+    (``token_ids != pad_token_id``, :class:`~kerasformer.layers.Embedding`); pooled ones
+    do not. One output is ``model.output`` itself; several are a list.
 
     Args (beyond :class:`Transformer`):
         max_position: number of learned positions (``max_position_embeddings``).
