@@ -249,8 +249,8 @@ class _Options:
 
 
 def _runner_for(transformer):
-    decoder = getattr(transformer, "decoder", None)
-    if getattr(transformer, "encoder", None) is not None and hasattr(decoder, "call_with_cache"):
+    decoder = getattr(transformer, "decoder_builder", None)
+    if decoder is not None and hasattr(decoder, "call_with_cache"):
         return _Seq2SeqRunner(transformer)
     if isinstance(transformer, UniLMMask):
         return _CausalRunner(transformer, "unilm")
@@ -468,16 +468,16 @@ class _CausalRunner:
 
 
 class _Seq2SeqRunner:
-    """T5-style encoder-decoders: ``t.encoder.model`` (token ids -> [B, S, H]) and
-    ``t.decoder.init_caches(batch, length, context)`` / ``call_with_cache(...,
+    """T5-style encoder-decoders: ``t.encoder_builder.model`` (token ids -> [B, S, H]) and
+    ``t.decoder_builder.init_caches(batch, length, context)`` / ``call_with_cache(...,
     context_mask=...)``."""
 
     kind = "seq2seq"
 
     def __init__(self, transformer):
         self.transformer = transformer
-        self.encoder = transformer.encoder
-        self.decoder = transformer.decoder
+        self.encoder = transformer.encoder_builder
+        self.decoder = transformer.decoder_builder
         self.pad_id = getattr(self.encoder, "pad_token_id",
                               getattr(transformer, "pad_token_id", 0))
         start = getattr(transformer, "decoder_start_token_id", None)

@@ -392,10 +392,14 @@ class DataGenerator:
         Returns:
             On the TensorFlow Keras backend a ``tf.data.Dataset`` of these batches
             whose every dimension (batch and sequence dims included) is declared
-            unknown; otherwise a Python generator of NumPy batches. (Given a plain
+            unknown, except a last axis of size 1 (sparse labels ``[batch, 1]``);
+            otherwise a Python generator of NumPy batches. (Given a plain
             generator, Keras on TensorFlow fixes every dimension on which its first
             two batches agree, so per-batch padding to varying lengths fails later in
-            the epoch.) The first batch is produced when the dataset is built.
+            the epoch.) The first batch is produced when the dataset is built. The
+            dataset accepts what works on JAX: ``yield x, None`` (no labels; the loss
+            comes from ``add_loss``, e.g. a ``Loss`` layer), float64 labels (cast to
+            ``floatx``), and ``next(gen.forfit())`` peeks a batch as with a generator.
 
         Raises:
             ValueError: (when iterated / built) a pass over the data yields no batch,
@@ -417,18 +421,24 @@ class DataGenerator:
 
 
 def _for_keras(stream):
-    """Return ``stream`` as-is, or as a shape-relaxed ``tf.data.Dataset`` on TF."""
+    """Return ``stream`` as-is, or as a shape-relaxed ``tf.data.Dataset`` on TF that also
+    accepts the batches that work on JAX (see :func:`_tf_batch`) and ``next()``."""
     import keras
 
     if keras.backend.backend() != "tensorflow":
         return stream
     import tensorflow as tf
 
+    stream = (_tf_batch(batch) for batch in stream)
     first = next(stream)
 
     def spec(x):
         x = np.asarray(x)
-        return tf.TensorSpec(shape=[None] * x.ndim, dtype=tf.as_dtype(x.dtype))
+        shape = [None] * x.ndim
+        if x.ndim >= 2 and x.shape[-1] == 1:
+            # Sparse labels [batch, 1]: Keras's sparse losses squeeze a *known* size-1 axis.
+            shape[-1] = 1
+        return tf.TensorSpec(shape=shape, dtype=tf.as_dtype(x.dtype))
 
     signature = tf.nest.map_structure(spec, first)
     pending = [first]
@@ -440,7 +450,57 @@ def _for_keras(stream):
             yield pending.pop()
         yield from stream
 
-    return tf.data.Dataset.from_generator(replay, output_signature=signature)
+    dataset = tf.data.Dataset.from_generator(replay, output_signature=signature)
+    # bert4keras scripts peek with `next(gen.forfit())`: give this dataset object a
+    # `__next__` (over one iterator of it) while it stays a tf.data.Dataset for Keras.
+    dataset.__class__ = _iterable_dataset_class(type(dataset))
+    return dataset
+
+
+def _tf_batch(batch):
+    """One batch as ``tf.data`` can hold it, meaning what it means on JAX: trailing
+    ``None`` targets dropped (``yield x, None`` -> ``(x,)``, no labels; losses come
+    from ``add_loss``), float64 arrays (NumPy's default for float labels) in
+    ``keras.config.floatx()``, as JAX would convert them."""
+    import keras
+
+    if isinstance(batch, tuple):
+        while len(batch) > 1 and batch[-1] is None:
+            batch = batch[:-1]
+
+    def convert(x):
+        if x is None:
+            return x
+        x = np.asarray(x)
+        if x.dtype == np.float64:
+            x = x.astype(keras.config.floatx())
+        return x
+
+    return _map_arrays(convert, batch)
+
+
+def _map_arrays(fn, structure):
+    if isinstance(structure, tuple):
+        return tuple(_map_arrays(fn, x) for x in structure)
+    if isinstance(structure, dict):
+        return {k: _map_arrays(fn, v) for k, v in structure.items()}
+    return fn(structure)
+
+
+_ITERABLE_DATASET_CLASSES = {}
+
+
+def _iterable_dataset_class(base):
+    """A subclass of the dataset class `base` whose instances are also iterators."""
+    if base not in _ITERABLE_DATASET_CLASSES:
+
+        def __next__(self):
+            if getattr(self, "_kerasformer_iterator", None) is None:
+                self._kerasformer_iterator = iter(self)
+            return next(self._kerasformer_iterator)
+
+        _ITERABLE_DATASET_CLASSES[base] = type(base.__name__, (base,), {"__next__": __next__})
+    return _ITERABLE_DATASET_CLASSES[base]
 
 
 # ----------------------------------------------------------------------------- decoding

@@ -52,6 +52,18 @@ def without_one_tensor(state, tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def with_foreign_tensors(state, tmp_path_factory):
+    """The tiny BERT's safetensors minus ``DELETED`` plus 16 tensors of no BERT
+    (layer 1's under a ``foreign.`` prefix)."""
+    foreign = {"foreign." + n: v for n, v in state.items()
+               if n.startswith("bert.encoder.layer.1.")}
+    assert len(foreign) == 16
+    path = str(tmp_path_factory.mktemp("foreign") / "model.safetensors")
+    save_safetensors({**{k: v for k, v in state.items() if k != DELETED}, **foreign}, path)
+    return path
+
+
 def error_message(excinfo):
     return str(excinfo.value)
 
@@ -110,23 +122,27 @@ def test_wrong_shape_shows_both_shapes(config_path, tiny_bert):
     assert "missing" not in message and "unexpected" not in message
 
 
-def test_unexpected_tensors_are_listed(config_path, tiny_bert, state):
-    path, _ = tiny_bert
+def test_unexpected_tensors_are_listed(config_path, state, tmp_path):
+    """Tensors the model has no place for are an error. (The blocks of a deeper model
+    of the same family are not: they are skipped, tests/test_dropin_models.py.)"""
+    foreign = {"foreign." + n: v for n, v in state.items()
+               if n.startswith("bert.encoder.layer.1.")}
+    assert len(foreign) == 16
+    path = str(tmp_path / "model.safetensors")
+    save_safetensors({**state, **foreign}, path)
     with pytest.raises(ValueError) as excinfo:
-        build_transformer_model(config_path, path, num_hidden_layers=1)
+        build_transformer_model(config_path, path)
     message = error_message(excinfo)
-    layer1 = sorted(n for n in state if n.startswith("bert.encoder.layer.1."))
-    assert len(layer1) == 16
     assert "unexpected (16)" in message
-    for name in layer1:
+    for name in foreign:
         assert re.search(rf"^\s+{re.escape(name)}$", message, re.MULTILINE), name
     assert "bert.encoder.layer.0." not in message
     assert "missing" not in message and "wrong shape" not in message
 
 
-def test_all_three_problems_in_one_error(config_path, without_one_tensor):
+def test_all_three_problems_in_one_error(config_path, with_foreign_tensors):
     with pytest.raises(ValueError) as excinfo:
-        build_transformer_model(config_path, without_one_tensor, num_hidden_layers=1,
+        build_transformer_model(config_path, with_foreign_tensors, num_hidden_layers=1,
                                 intermediate_size=40)
     message = error_message(excinfo)
     assert "missing (1)" in message
@@ -134,15 +150,15 @@ def test_all_three_problems_in_one_error(config_path, without_one_tensor):
     assert "wrong shape (3)" in message
     assert "checkpoint (32, 37) vs model (32, 40)" in message
     assert "unexpected (16)" in message
-    assert "bert.encoder.layer.1.output.dense.weight" in message
+    assert "foreign.bert.encoder.layer.1.output.dense.weight" in message
     assert message.index("missing") < message.index("wrong shape") < message.index("unexpected")
 
 
-def test_ignore_invalid_weights_loads_the_rest_and_warns(config_path, without_one_tensor,
+def test_ignore_invalid_weights_loads_the_rest_and_warns(config_path, with_foreign_tensors,
                                                           state):
     with pytest.warns(UserWarning) as record:
         transformer = build_transformer_model(
-            config_path, without_one_tensor, num_hidden_layers=1, intermediate_size=40,
+            config_path, with_foreign_tensors, num_hidden_layers=1, intermediate_size=40,
             ignore_invalid_weights=True, return_keras_model=False,
         )
     message = "\n".join(str(w.message) for w in record)
@@ -166,7 +182,7 @@ def test_ignore_invalid_weights_loads_the_rest_and_warns(config_path, without_on
     assert weight(model, "Transformer-0-FeedForward/i0_dense/kernel").shape == (32, 40)
     # and the builder's own call reports the same lists
     with pytest.warns(UserWarning, match="missing"):
-        report = transformer.load_weights_from_checkpoint(without_one_tensor,
+        report = transformer.load_weights_from_checkpoint(with_foreign_tensors,
                                                           ignore_invalid_weights=True)
     assert len(report["missing"]) == 1 and len(report["mismatched"]) == 3
     assert len(report["unexpected"]) == 16

@@ -220,7 +220,7 @@ def test_encoder_model_matches_transformers(kind, reference, builder, inputs):
     assert delta <= 1e-5
     assert np.all(states[~nonpad] == 0)  # Encoder-Output-Masked
     # the joint model's encoder is the same computation on the same weights
-    joint = to_numpy(builder(kind).encoder.model(enc))
+    joint = to_numpy(builder(kind).encoder(enc))
     assert max_abs(joint, states) == 0.0
 
 
@@ -229,7 +229,7 @@ def test_decoder_model_on_encoder_output(reference, builder, inputs):
     context is read off its all-zero rows."""
     ref, t5 = reference("v1.1"), builder("v1.1")
     enc, dec = inputs
-    context = to_numpy(t5.encoder.model(enc))
+    context = to_numpy(t5.encoder(enc))
     decoder = build_transformer_model(ref.config_path, ref.path, model="t5.1.1_decoder",
                                       with_lm="linear")
     assert [i.name for i in decoder.inputs] == ["Input-Context", "Decoder-Input-Token"]
@@ -244,13 +244,13 @@ def test_decoder_model_on_encoder_output(reference, builder, inputs):
 def cached_logits(t5, enc, dec, max_length, steps, step_fn=None):
     """Decode `dec` through ``init_caches`` / ``call_with_cache`` in the (start, stop)
     chunks of `steps`; returns the concatenated logits."""
-    context = t5.encoder.model(enc)
+    context = t5.encoder(enc)
     context_mask = (enc != 0)[:, None, None, :]
-    caches = t5.decoder.init_caches(enc.shape[0], max_length, context)
+    caches = t5.init_caches(enc.shape[0], max_length, context)
     outputs = []
     for start, stop in steps:
         mask = causal_mask(stop - start, max_length, offset=start)
-        call = step_fn or t5.decoder.call_with_cache
+        call = step_fn or t5.call_with_cache
         logits, caches = call([dec[:, start:stop]], caches, start, mask,
                               context_mask=context_mask)
         outputs.append(to_numpy(logits))
@@ -281,8 +281,7 @@ def test_cached_step_compiles(builder, inputs):
     max_length = 24  # the shapes of test_cached_decoding_equals_full_forward
 
     def step(tokens, caches, index, mask, context_mask):
-        return t5.decoder.call_with_cache([tokens], caches, index, mask,
-                                          context_mask=context_mask)
+        return t5.call_with_cache([tokens], caches, index, mask, context_mask=context_mask)
 
     if keras.backend.backend() == "jax":
         import jax
@@ -296,7 +295,7 @@ def test_cached_step_compiles(builder, inputs):
     steps = [(0, 5)] + [(i, i + 1) for i in range(5, 9)]
     eager, _ = cached_logits(t5, enc, dec, max_length, steps)
     context_mask = (enc != 0)[:, None, None, :]
-    caches = t5.decoder.init_caches(3, max_length, t5.encoder.model(enc))
+    caches = t5.init_caches(3, max_length, t5.encoder(enc))
     logits, caches = step(dec[:, :5], caches, 0, causal_mask(5, max_length), context_mask)
     outputs = [to_numpy(logits)]
     for i in range(5, 9):

@@ -8,6 +8,7 @@ import numpy as np
 from keras import ops
 
 from ..ops import apply_rotary, large_negative
+from .masking import DropsMask, KeepsFirstInputMask
 
 ATTENTION_IMPLEMENTATIONS = ("auto", "fused", "explicit")
 
@@ -27,7 +28,7 @@ def check_attention_implementation(value):
 
 
 @keras.saving.register_keras_serializable(package="kerasformer")
-class MultiHeadAttention(keras.layers.Layer):
+class MultiHeadAttention(KeepsFirstInputMask, keras.layers.Layer):
     """Scaled dot-product multi-head attention (Vaswani et al. 2017, arXiv:1706.03762).
 
     Weights: ``q_dense``, ``k_dense``, ``v_dense`` ([hidden, heads*size]) and ``o_dense``
@@ -297,7 +298,7 @@ def nezha_sinusoidal_table(rows, dim):
 
 
 @keras.saving.register_keras_serializable(package="kerasformer")
-class RelativePositionEmbedding(keras.layers.Layer):
+class RelativePositionEmbedding(DropsMask, keras.layers.Layer):
     """Clipped relative position embeddings ``a_ij = T[clip(j - i, -m, m) + m]`` (Shaw et
     al. 2018, arXiv:1803.02155) with NEZHA's functional sinusoidal table ``T`` of
     ``2m + 1`` rows (Wei et al. 2019, arXiv:1909.00204; :func:`nezha_sinusoidal_table`).

@@ -3,10 +3,11 @@ import keras
 from keras import ops
 
 from .. import ops as kf_ops
+from .masking import DropsMask, KeepsFirstInputMask
 
 
 @keras.saving.register_keras_serializable(package="kerasformer")
-class AttentionMask(keras.layers.Layer):
+class AttentionMask(DropsMask, keras.layers.Layer):
     """Builds the boolean attention mask [batch, 1, q_len, k_len] (True = may attend).
 
     Args:
@@ -53,7 +54,7 @@ class AttentionMask(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kerasformer")
-class TakeToken(keras.layers.Layer):
+class TakeToken(DropsMask, keras.layers.Layer):
     """Selects one position of a sequence: [batch, seq_len, dim] -> [batch, dim]
     (BERT's pooler reads the [CLS] token at index 0)."""
 
@@ -72,7 +73,7 @@ class TakeToken(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kerasformer")
-class BiasAdd(keras.layers.Layer):
+class BiasAdd(KeepsFirstInputMask, keras.layers.Layer):
     """Adds a learned bias over the last axis (the MLM output bias)."""
 
     def build(self, input_shape):
@@ -86,7 +87,7 @@ class BiasAdd(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kerasformer")
-class Activation(keras.layers.Layer):
+class Activation(KeepsFirstInputMask, keras.layers.Layer):
     """Applies a named activation (kerasformer names: exact ``gelu``, ``gelu_new``...);
     ``softmax`` runs in float32 along the last axis."""
 

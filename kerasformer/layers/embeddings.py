@@ -2,6 +2,8 @@
 import keras
 from keras import ops
 
+from .masking import KeepsFirstInputMask
+
 
 @keras.saving.register_keras_serializable(package="kerasformer")
 class Embedding(keras.layers.Embedding):
@@ -11,7 +13,22 @@ class Embedding(keras.layers.Embedding):
     ``layer(hidden, mode="dense")`` computes ``hidden @ embeddings^T``
     (``[..., output_dim] -> [..., input_dim]``), which is how BERT's MLM head and GPT-2's
     LM head reuse the input embedding (Press & Wolf 2017, arXiv:1608.05859).
+
+    Args (beyond `keras.layers.Embedding`):
+        pad_token_id: when not None, a lookup attaches the Keras padding mask
+            ``token_ids != pad_token_id`` (bool [batch, seq_len]) to its output, with the
+            first position always unmasked -- bert4keras's ``Embedding-Token`` rule, so
+            that T5's decoder start token (the pad id 0) counts as a real token. Keras
+            carries the mask to layers that take one (pooling, CRF, GlobalPointer, loss
+            layers) and to ``fit``'s losses; the dense mode passes its input's mask on.
     """
+
+    def __init__(self, *args, pad_token_id=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pad_token_id = pad_token_id
+        # Keras's Embedding turns masking off unless mask_zero; the dense mode must pass
+        # its input's mask on in any case.
+        self.supports_masking = True
 
     def add_weight(self, *args, **kwargs):
         # Under mixed precision, gather from the float32 table and cast the rows (Keras's
@@ -39,13 +56,22 @@ class Embedding(keras.layers.Embedding):
         return keras.KerasTensor(shape, dtype=self.compute_dtype)
 
     def compute_mask(self, inputs, mask=None):
-        # Padding is handled by explicit attention masks built from token ids, not by
-        # Keras mask propagation (which does not survive custom layers uniformly).
-        return None
+        # compute_mask does not see `mode`: float inputs are the dense (tied head) mode,
+        # whose output keeps the hidden states' mask; ids are a lookup.
+        if "float" in keras.backend.standardize_dtype(inputs.dtype):
+            return mask
+        if self.pad_token_id is None or len(inputs.shape) != 2:
+            return None
+        mask = ops.not_equal(inputs, self.pad_token_id)
+        first = ops.ones_like(mask[:, :1])
+        return ops.concatenate([first, mask[:, 1:]], axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "pad_token_id": self.pad_token_id}
 
 
 @keras.saving.register_keras_serializable(package="kerasformer")
-class PositionEmbedding(keras.layers.Layer):
+class PositionEmbedding(KeepsFirstInputMask, keras.layers.Layer):
     """Learned absolute position embeddings, added to (or returned for) the input.
 
     Call with ``x`` ([batch, seq_len, dim]; positions are ``0..seq_len-1``) or with

@@ -2,10 +2,11 @@
 import keras
 
 from ..ops import get_activation
+from .masking import KeepsFirstInputMask
 
 
 @keras.saving.register_keras_serializable(package="kerasformer")
-class FeedForward(keras.layers.Layer):
+class FeedForward(KeepsFirstInputMask, keras.layers.Layer):
     """``o_dense(act(i0_dense(x)))``, or with several activations the gated form
     ``o_dense(act0(i0_dense(x)) * act1(i1_dense(x)) * ...)`` (GLU variants, Shazeer 2020,
     arXiv:2002.05202; T5 v1.1 uses ``["gelu_new", "linear"]``).

@@ -7,6 +7,7 @@ from keras import ops
 
 from ..initializers import TruncatedNormal
 from ..ops import apply_rotary, get_activation, large_negative
+from .masking import KeepsFirstInputMask
 
 NORMALIZATIONS = ("softmax", "softmax_plus", "squared_relu")
 
@@ -49,7 +50,7 @@ class RoFormerV2Initializer(TruncatedNormal):
 
 
 @keras.saving.register_keras_serializable(package="kerasformer")
-class ScaleOffset(keras.layers.Layer):
+class ScaleOffset(KeepsFirstInputMask, keras.layers.Layer):
     """``x * gamma (+ beta)`` over the last axis: GAU's cheap per-dimension transforms
     that turn one shared projection into queries and keys (arXiv:2202.10447, eq. 4).
 
@@ -86,7 +87,7 @@ class ScaleOffset(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kerasformer")
-class GatedAttentionUnit(keras.layers.Layer):
+class GatedAttentionUnit(KeepsFirstInputMask, keras.layers.Layer):
     """Gated Attention Unit: one layer in place of attention + FFN (Hua et al. 2022,
     arXiv:2202.10447; kexue.fm/archives/8934), as bert4keras's ``GatedAttentionUnit``:
 

@@ -2,9 +2,11 @@
 import keras
 from keras import ops
 
+from .masking import KeepsFirstInputMask
+
 
 @keras.saving.register_keras_serializable(package="kerasformer")
-class LayerNormalization(keras.layers.Layer):
+class LayerNormalization(KeepsFirstInputMask, keras.layers.Layer):
     """Layer normalization over the last axis, computed in float32.
 
     Covers the variants of the model zoo with flags rather than classes:

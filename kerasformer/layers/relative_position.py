@@ -5,6 +5,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from .masking import DropsMask
+
 
 def t5_bucket_table(num_buckets=32, max_distance=128, bidirectional=True):
     """Bucket of each distance ``0, 1, ..., n-1`` for one direction of T5's relative bias.
@@ -86,7 +88,7 @@ def t5_relative_position_bucket(relative_position, bidirectional=True, num_bucke
 
 
 @keras.saving.register_keras_serializable(package="kerasformer")
-class RelativePositionBiasT5(keras.layers.Layer):
+class RelativePositionBiasT5(DropsMask, keras.layers.Layer):
     """T5's learned relative position bias: one scalar per head and distance bucket,
     added to the attention logits (arXiv:1910.10683; bert4keras
     ``RelativePositionEmbeddingT5``). Only the first block of a T5 stack owns the table;

@@ -12,14 +12,19 @@ makes weight sharing (ALBERT), tied embeddings and re-running the same layers on
 tensors with a KV cache (generation) work without copies.
 """
 import numpy as np
+import functools
+import re
+import warnings
 
 import keras
 
 from .. import remat
 from ..checkpoints import loading
+from ..checkpoints.readers import open_checkpoint
 from ..initializers import TruncatedNormal
 from ..layers import AttentionMask, FeedForward, LayerNormalization, MultiHeadAttention
 from ..layers.attention import check_attention_implementation
+from ..layers.masking import Add
 from .keras_model import TransformerModel
 
 
@@ -50,7 +55,8 @@ class Transformer:
             whose embedding is initialised to the mean of those tokens' embeddings.
         layer_norm_epsilon: epsilon of the normalization layers.
         initializer_range: stddev of the truncated-normal kernel initializer.
-        pad_token_id: id treated as padding by the attention mask.
+        pad_token_id: id treated as padding by the attention mask and by the Keras
+            padding mask that ``Embedding-Token`` attaches to the sequence outputs.
         ignore_invalid_weights: load what matches and only warn about the rest.
         prefix: prepended to every layer name (two models in one graph).
         name: name of the keras.Model.
@@ -142,6 +148,17 @@ class Transformer:
         self.caches = None
         self.cache_index = None
         self.layer_norm_conds = [None, None, None]
+        # > 0 while `call` / `call_with_cache` run the hooks (see `__init_subclass__`).
+        self._template_depth = 0
+
+    def __init_subclass__(cls, **kwargs):
+        # bert4keras scripts call `apply_embeddings` / `apply_main_layers` themselves,
+        # also on inputs other than the model's (siamese towers, BERT-of-Theseus). The
+        # blocks read `self.attention_mask`, so a family's `apply_embeddings` called from
+        # outside the template first computes the mask of *its* inputs.
+        super().__init_subclass__(**kwargs)
+        if "apply_embeddings" in cls.__dict__:
+            cls.apply_embeddings = _computes_attention_mask(cls.__dict__["apply_embeddings"])
 
     # ------------------------------------------------------------------ building
 
@@ -154,7 +171,8 @@ class Transformer:
                 LayerNorm (conditional LayerNorm, kexue.fm/archives/7124); if it comes
                 from a `keras.Input` that input is added to the model's inputs.
             layer_norm_cond_hidden_size / _act: optional Dense projection of the condition.
-            additional_input_layers: extra `keras.Input` tensors appended to the inputs.
+            additional_input_layers: an extra `keras.Input` tensor, or a list of them,
+                appended to the inputs.
         """
         if self.built:
             return self.model
@@ -165,15 +183,19 @@ class Transformer:
         ]
         outputs = self.call(inputs)
         self.set_outputs(outputs)
-        # A single input is passed bare so `model(token_ids)` works without a list.
-        model_inputs = self.inputs[0] if len(self.inputs) == 1 else self.inputs
-        self.model = TransformerModel(model_inputs, self.outputs, name=self.name)
+        self.model = self.make_model()
         self.built = True
         return self.model
 
     def set_inputs(self, inputs, additional_input_layers=None, layer_norm_cond=None):
         inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-        extra = list(additional_input_layers or [])
+        # One tensor or a list (bert4keras accepts both); never test a tensor's truth.
+        if additional_input_layers is None:
+            extra = []
+        elif isinstance(additional_input_layers, (list, tuple)):
+            extra = list(additional_input_layers)
+        else:
+            extra = [additional_input_layers]
         if layer_norm_cond is not None and _is_input(layer_norm_cond):
             if not any(t is layer_norm_cond for t in inputs + extra):
                 extra.append(layer_norm_cond)
@@ -184,13 +206,28 @@ class Transformer:
         self.outputs = list(outputs)
         self.output = self.outputs[0] if len(self.outputs) == 1 else self.outputs
 
+    def make_model(self):
+        """The `TransformerModel` from ``self.inputs`` to ``self.output``.
+
+        A single input and a single output are passed bare: Keras 3 then exposes
+        ``model.output`` as the tensor (a one-element list stays a list), so
+        ``Dense(n)(model.output)`` works as in bert4keras, and ``model(token_ids)``
+        takes the ids without a list. Several outputs give a list.
+        """
+        model_inputs = self.inputs[0] if len(self.inputs) == 1 else self.inputs
+        return TransformerModel(model_inputs, self.output, name=self.name)
+
     def call(self, inputs):
         """Run the template: embeddings, the L blocks, the final layers."""
         self.attention_mask = self.compute_attention_mask(inputs)
-        x = self.apply_embeddings(inputs)
-        for index in range(self.num_hidden_layers):
-            x = self.apply_main_layers(x, index)
-        return self.apply_final_layers(x)
+        self._template_depth += 1
+        try:
+            x = self.apply_embeddings(inputs)
+            for index in range(self.num_hidden_layers):
+                x = self.apply_main_layers(x, index)
+            return self.apply_final_layers(x)
+        finally:
+            self._template_depth -= 1
 
     def init_caches(self, batch_size, max_length, dtype=None):
         """Zero KV caches for :meth:`call_with_cache`: ``{"self-i": (keys, values)}`` for
@@ -234,12 +271,14 @@ class Transformer:
         self.position_ids = position_ids
         self.caches, self.cache_index = dict(caches), cache_index
         self.attention_mask, self.context_mask = attention_mask, context_mask
+        self._template_depth += 1
         try:
             x = self.apply_embeddings(inputs)
             for index in range(self.num_hidden_layers):
                 x = self.apply_main_layers(x, index)
             return self.apply_final_layers(x), self.caches
         finally:
+            self._template_depth -= 1
             self.position_ids = self.caches = self.cache_index = None
             self.attention_mask = self.context_mask = None
 
@@ -292,6 +331,12 @@ class Transformer:
             self.token_ids_of(inputs), AttentionMask, mode="padding",
             pad_id=self.pad_token_id, name="Attention-Mask",
         )
+
+    @property
+    def embedding_pad_id(self):
+        """The id whose positions the Keras padding mask of ``Embedding-Token`` hides:
+        the attention mask's (GPT's ``attention_pad_id``); None attaches no mask."""
+        return getattr(self, "attention_pad_id", self.pad_token_id)
 
     def token_ids_of(self, inputs):
         return inputs[0] if isinstance(inputs, (list, tuple)) else inputs
@@ -379,7 +424,7 @@ class Transformer:
             if dynamic:
                 self.caches[cache_key] = new_cache
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name=f"{name}-Dropout")
-        x = self.apply([residual, x], keras.layers.Add, name=f"{name}-Add")
+        x = self.apply([residual, x], Add, name=f"{name}-Add")
         if not self.pre_norm:
             x = self.norm(x, name=f"{name}-Norm")
         return x
@@ -418,6 +463,11 @@ class Transformer:
         """Load a checkpoint (format detected: Google TF prefix, safetensors, sharded
         index, pytorch_model.bin, or a directory) into ``self.model`` by name.
 
+        A checkpoint of a deeper model loads its first ``num_hidden_layers`` blocks
+        (bert4keras; layer truncation, BERT-of-Theseus): the tensors of the deeper
+        blocks are skipped with one warning line. Any other tensor the model has no
+        place for is still an error.
+
         Raises:
             ValueError: listing every missing, unexpected and wrong-shape tensor (with
                 both shapes), unless ``ignore_invalid_weights``.
@@ -425,7 +475,63 @@ class Transformer:
         """
         if ignore_invalid_weights is None:
             ignore_invalid_weights = self.ignore_invalid_weights
-        return loading.load_checkpoint_into(self, checkpoint_path, ignore_invalid_weights)
+        deeper, blocks = self.deeper_layer_tensors(checkpoint_path)
+        if not deeper:
+            return loading.load_checkpoint_into(self, checkpoint_path, ignore_invalid_weights)
+        warnings.warn(
+            f"kerasformer: {checkpoint_path} has more blocks than num_hidden_layers="
+            f"{self.num_hidden_layers}; loading the first ones and skipping the "
+            f"{len(deeper)} tensors of blocks {blocks[0]}-{blocks[-1]} "
+            f"(e.g. {sorted(deeper)[0]})", stacklevel=2,
+        )
+        return loading.load_checkpoint_into(
+            _SkippingTensors(self, deeper), checkpoint_path, ignore_invalid_weights)
+
+    def layer_count_holders(self):
+        """The builders whose ``num_hidden_layers`` sets the checkpoint rows (T5: both
+        stacks)."""
+        return [self]
+
+    def deeper_layer_tensors(self, checkpoint_path):
+        """Names of `checkpoint_path`'s tensors that belong to blocks beyond this
+        model's ``num_hidden_layers`` (found by extending the name map one block at a
+        time). Returns ``(names, block_indices)``, both empty for a checkpoint no deeper
+        than the model."""
+        with open_checkpoint(checkpoint_path) as reader:
+            present = set(reader.names())
+        seen = self._mapping_names(0)
+        found, blocks, extra = set(), [], 1
+        while True:
+            names = self._mapping_names(extra) - seen
+            hits = names & present
+            if not hits:
+                return found, blocks
+            found |= hits
+            seen |= names
+            blocks.append(min(h.num_hidden_layers for h in self.layer_count_holders())
+                          + extra - 1)
+            extra += 1
+
+    def _mapping_names(self, extra):
+        """Every checkpoint name (both conventions) of the name map with `extra` more
+        blocks per stack."""
+        holders = self.layer_count_holders()
+        depths = [h.num_hidden_layers for h in holders]
+        try:
+            for holder, depth in zip(holders, depths):
+                holder.num_hidden_layers = depth + extra
+            rows = self.variable_mapping()
+        finally:
+            for holder, depth in zip(holders, depths):
+                holder.num_hidden_layers = depth
+        prefixes = getattr(self, "hf_prefixes", ())
+        names = set()
+        for row in rows:
+            if row.google:
+                names.add(row.google)
+            for alternative in row.hf_names():
+                names.update(loading._hf_candidates(alternative, prefixes))
+        return names
 
     def checkpoint_tensors(self, format="tf"):
         """The weights as ``{checkpoint name: numpy array}`` in Google TF (``"tf"``) or
@@ -482,6 +588,38 @@ def _check_vocab_edits(vocab_size, keep_tokens, compound_tokens):
                     f"{name} holds id {int(value)}, outside the checkpoint vocabulary "
                     f"[0, {vocab_size}) (vocab_size of the config)"
                 )
+
+
+def _computes_attention_mask(apply_embeddings):
+    """Wrap a family's ``apply_embeddings``: called from outside :meth:`Transformer.call`
+    / ``call_with_cache`` (on the model's or on new inputs), it first sets
+    ``self.attention_mask`` to the mask of those inputs, so the blocks applied next
+    attend as they do in the built model."""
+
+    @functools.wraps(apply_embeddings)
+    def wrapper(self, inputs, *args, **kwargs):
+        if not getattr(self, "_template_depth", 0):
+            self.attention_mask = self.compute_attention_mask(inputs)
+        self._template_depth = getattr(self, "_template_depth", 0) + 1
+        try:
+            return apply_embeddings(self, inputs, *args, **kwargs)
+        finally:
+            self._template_depth -= 1
+
+    return wrapper
+
+
+class _SkippingTensors:
+    """The builder as `loading.load_checkpoint_into` sees it, with some checkpoint
+    tensors added to its ``checkpoint_ignore``."""
+
+    def __init__(self, transformer, names):
+        self._transformer = transformer
+        self.checkpoint_ignore = tuple(getattr(transformer, "checkpoint_ignore", ())) + tuple(
+            f"^{re.escape(name)}$" for name in sorted(names))
+
+    def __getattr__(self, name):
+        return getattr(self._transformer, name)
 
 
 def _is_input(tensor):

@@ -5,6 +5,7 @@ import keras
 
 from ..checkpoints.loading import TensorMap
 from ..layers import Activation, BiasAdd, Embedding, PositionEmbedding, TakeToken
+from ..layers.masking import Add
 from ..ops import get_activation
 from .base import HEAD_DTYPE, Transformer
 
@@ -18,6 +19,9 @@ class BERT(Transformer):
 
     Outputs (bert4keras convention): the sequence output [batch, seq_len, hidden] when no
     head is on; with one head, that head; with pool/NSP and MLM, ``[pool_or_nsp, mlm]``.
+    Sequence outputs (hidden states, MLM) carry the Keras padding mask
+    (``token_ids != pad_token_id``, :class:`~kerasformer.layers.Embedding`); pooled ones
+    do not. One output is ``model.output`` itself; several are a list.
 
     Args (beyond :class:`Transformer`):
         max_position: number of learned positions (``max_position_embeddings``).
@@ -70,7 +74,8 @@ class BERT(Transformer):
         table itself when ``shared_segment_embeddings``, as GPT does)."""
         x = self.apply(
             inputs[0], Embedding, input_dim=self.vocab_size, output_dim=self.embedding_size,
-            embeddings_initializer=self.initializer, name="Embedding-Token",
+            embeddings_initializer=self.initializer, pad_token_id=self.embedding_pad_id,
+            name="Embedding-Token",
         )
         if self.segment_vocab_size > 0:
             if getattr(self, "shared_segment_embeddings", False):
@@ -81,7 +86,7 @@ class BERT(Transformer):
                     output_dim=self.embedding_size, embeddings_initializer=self.initializer,
                     name="Embedding-Segment",
                 )
-            x = self.apply([x, s], keras.layers.Add, name="Embedding-Token-Segment")
+            x = self.apply([x, s], Add, name="Embedding-Token-Segment")
         return x
 
     def apply_position_embeddings(self, x, inputs):

@@ -20,15 +20,17 @@ The FFN follows the config's ``feed_forward_proj`` whatever the version.
 Generation protocol (what ``kerasformer.generation`` relies on), for a built
 :class:`T5` / :class:`T5V11` builder ``t5`` (``return_keras_model=False``):
 
-* ``t5.encoder`` / ``t5.decoder``: the encoder and decoder builders (they share the
-  layers of ``t5.model``);
-* ``t5.encoder.model``: ``Encoder-Input-Token`` int [B, S] -> encoder output float
-  [B, S, H] (padding positions zeroed);
-* ``t5.decoder.init_caches(batch_size, max_length, context)`` -> dict: ``"self-i"``
+* ``t5.encoder`` / ``t5.decoder``: the encoder and decoder as `keras.Model`s, as in
+  bert4keras (they share the layers of ``t5.model``); ``t5.encoder_builder`` /
+  ``t5.decoder_builder``: their builders (bert4keras ``t5._encoder`` / ``t5._decoder``);
+* ``t5.encoder``: ``Encoder-Input-Token`` int [B, S] -> encoder output float
+  [B, S, H] (padding positions zeroed); ``t5.decoder``: ``[Input-Context,
+  Decoder-Input-Token]`` -> the decoder output;
+* ``t5.decoder_builder.init_caches(batch_size, max_length, context)`` -> dict: ``"self-i"``
   zeros ([B, max_length, heads, d_kv] keys and values) and ``"cross-i"`` the keys and
   values of `context` ([B, S, H] encoder output) projected by block i's cross-attention
   (read-only);
-* ``t5.decoder.call_with_cache([decoder_token_ids], caches, cache_index, attention_mask,
+* ``t5.decoder_builder.call_with_cache([decoder_token_ids], caches, cache_index, attention_mask,
   context_mask=encoder_mask)`` -> ``(outputs, caches)``: `decoder_token_ids` int
   [B, new_len] are written at ``cache_index``; `attention_mask` bool
   [B or 1, 1, new_len, max_length] says which cache slots each new token sees (causal
@@ -47,6 +49,7 @@ from keras import ops
 from ..checkpoints.loading import TensorMap
 from ..checkpoints.readers import open_checkpoint
 from ..layers import Activation, AttentionMask, Embedding
+from ..layers.masking import DropsMask, KeepsFirstInputMask
 from ..layers.relative_position import RelativePositionBiasT5
 from .base import HEAD_DTYPE, LMMask, Transformer, UniLMMask
 from .keras_model import TransformerModel
@@ -86,7 +89,7 @@ def feed_forward_activations(feed_forward_proj):
 
 
 @keras.saving.register_keras_serializable(package="kerasformer")
-class PaddingZeros(keras.layers.Layer):
+class PaddingZeros(KeepsFirstInputMask, keras.layers.Layer):
     """``[x, token_ids] -> x`` with the positions whose token is `pad_id` set to 0
     (bert4keras ``Encoder-Output-Masked``), so a decoder given only the encoder output
     can tell padding apart (:class:`ContextMask`). x: [B, S, H]; token_ids: int [B, S]."""
@@ -108,7 +111,7 @@ class PaddingZeros(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kerasformer")
-class ContextMask(keras.layers.Layer):
+class ContextMask(DropsMask, keras.layers.Layer):
     """Encoder padding mask from an encoder output whose padding rows are all zero:
     float [B, S, H] -> bool [B, 1, 1, S] (True = may attend)."""
 
@@ -120,7 +123,7 @@ class ContextMask(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kerasformer")
-class Scale(keras.layers.Layer):
+class Scale(KeepsFirstInputMask, keras.layers.Layer):
     """Multiplies by a constant (T5 v1.0's ``d_model**-0.5`` before the tied LM head)."""
 
     def __init__(self, factor=1.0, **kwargs):
@@ -209,7 +212,8 @@ class T5Base(Transformer):
     def apply_token_embedding(self, token_ids, stack):
         x = self.apply(
             token_ids, Embedding, input_dim=self.vocab_size, output_dim=self.hidden_size,
-            embeddings_initializer=self.initializer, name="Embedding-Token",
+            embeddings_initializer=self.initializer, pad_token_id=self.embedding_pad_id,
+            name="Embedding-Token",
         )
         return self.apply(x, keras.layers.Dropout, rate=self.dropout_rate,
                           name=f"{stack}-Embedding-Dropout")
@@ -548,66 +552,73 @@ class _T5EncoderDecoder(T5Base):
         self.with_lm = with_lm
         self.decoder_start_token_id = decoder_start_token_id
         self.eos_token_id = eos_token_id
+        # bert4keras: `encoder` / `decoder` are the stacks' keras.Models once built.
         self.encoder = None
         self.decoder = None
+        self.encoder_builder = None
+        self.decoder_builder = None
 
     def _make_stacks(self, decoder_kwargs):
         kwargs = {k: v for k, v in self._kwargs.items() if k != "name"}
         # keras.Model names as bert4keras: "Encoder" / "Decoder", "{name}_Encoder"...
         names = [f"{self.name}_{stack}" if self.name else stack
                  for stack in ("Encoder", "Decoder")]
-        self.encoder = self.encoder_class(name=names[0], **kwargs)
-        self.decoder = self.decoder_class(name=names[1], **kwargs, **self._decoder_kwargs,
-                                          **decoder_kwargs)
+        self.encoder_builder = self.encoder_class(name=names[0], **kwargs)
+        self.decoder_builder = self.decoder_class(
+            name=names[1], **kwargs, **self._decoder_kwargs, **decoder_kwargs)
         # One name -> layer dict: both stacks (and the joint model) hold the same
         # Embedding-Token and every other layer once.
-        self.encoder.layers = self.decoder.layers = self.layers
+        self.encoder_builder.layers = self.decoder_builder.layers = self.layers
 
     def build(self, **build_kwargs):
-        """Build ``self.encoder.model``, ``self.decoder.model`` and the joint
+        """Build the stacks' models ``self.encoder`` and ``self.decoder`` and the joint
         ``self.model``: ``[Encoder-Input-Token, Decoder-Input-Token]`` -> the decoder
         output (probabilities by default), using the encoder's padding mask for the
         cross-attention."""
         if self.built:
             return self.model
-        if self.encoder is None:
+        if self.encoder_builder is None:
             self._make_stacks({})
-        self.encoder.build(**build_kwargs)
-        self.decoder.build(**build_kwargs)
-        encoder_tokens, decoder_tokens = self.encoder.inputs[0], self.decoder.inputs[1]
-        outputs = self.decoder.call([self.encoder.output, decoder_tokens],
-                                    context_mask=self.encoder.attention_mask)
-        self.decoder.attention_mask = None
+        encoder, decoder = self.encoder_builder, self.decoder_builder
+        self.encoder = encoder.build(**build_kwargs)
+        self.decoder = decoder.build(**build_kwargs)
+        encoder_tokens, decoder_tokens = encoder.inputs[0], decoder.inputs[1]
+        outputs = decoder.call([encoder.output, decoder_tokens],
+                               context_mask=encoder.attention_mask)
+        decoder.attention_mask = None
         extra = []
-        for t in self.encoder.inputs[1:] + self.decoder.inputs[2:]:
+        for t in encoder.inputs[1:] + decoder.inputs[2:]:
             if not any(t is e for e in extra):
                 extra.append(t)
         self.set_inputs([encoder_tokens, decoder_tokens], extra)
         self.set_outputs(outputs)
-        self.model = TransformerModel(self.inputs, self.outputs, name=self.name)
+        self.model = self.make_model()
         self.built = True
         return self.model
 
     @property
     def checkpoint_ignore(self):
-        return _T5_IGNORE + _tied_head_ignore(self.decoder)
+        return _T5_IGNORE + _tied_head_ignore(self.decoder_builder)
+
+    def layer_count_holders(self):
+        return [self.encoder_builder, self.decoder_builder]
 
     def init_caches(self, batch_size, max_length, context, dtype=None):
-        """Same as ``self.decoder.init_caches``."""
-        return self.decoder.init_caches(batch_size, max_length, context, dtype)
+        """Same as ``self.decoder_builder.init_caches``."""
+        return self.decoder_builder.init_caches(batch_size, max_length, context, dtype)
 
     def call_with_cache(self, *args, **kwargs):
-        """Same as ``self.decoder.call_with_cache``."""
-        return self.decoder.call_with_cache(*args, **kwargs)
+        """Same as ``self.decoder_builder.call_with_cache``."""
+        return self.decoder_builder.call_with_cache(*args, **kwargs)
 
     def variable_mapping(self):
-        rows = self.encoder.variable_mapping()
+        rows = self.encoder_builder.variable_mapping()
         seen = {r.keras for r in rows}
-        rows += [r for r in self.decoder.variable_mapping() if r.keras not in seen]
+        rows += [r for r in self.decoder_builder.variable_mapping() if r.keras not in seen]
         return rows
 
     def load_weights_from_checkpoint(self, checkpoint_path, ignore_invalid_weights=None):
-        _check_tied_head(self.decoder, checkpoint_path)
+        _check_tied_head(self.decoder_builder, checkpoint_path)
         return super().load_weights_from_checkpoint(checkpoint_path, ignore_invalid_weights)
 
 
@@ -619,8 +630,9 @@ class T5(_TiedHeadOptions, _T5EncoderDecoder):
     ``decoder_start_token_id``). Output: as :class:`T5Decoder` (probabilities
     [batch, tgt_len, vocab] by default; ``with_lm="linear"`` for logits).
 
-    Attributes after ``build``: ``model`` (joint), ``encoder`` and ``decoder`` (builders
-    sharing its layers; see the module docstring for the generation protocol).
+    Attributes after ``build``: ``model`` (joint), ``encoder`` and ``decoder`` (the
+    stacks' keras.Models sharing its layers, as bert4keras), ``encoder_builder`` and
+    ``decoder_builder`` (see the module docstring for the generation protocol).
 
     Args: those of :class:`T5Base` and :class:`T5Decoder` (``num_decoder_layers``,
     ``with_lm``, ``tie_word_embeddings``, ``scale_decoder_outputs``,
