@@ -1,7 +1,8 @@
 """bert4keras's ``backend`` module on Keras 3: ``keras``, ``K`` and the helper functions.
 
 A ported script keeps ``from kerasformer.backend import keras, K, search_layer`` (was
-``bert4keras.backend``). ``keras`` is Keras 3 itself. ``K`` is a facade with the Keras 2
+``bert4keras.backend``). ``keras`` is Keras 3 itself (its ``Model`` builds a kerasformer
+``TransformerModel``, see ``_keras_for_scripts``). ``K`` is a facade with the Keras 2
 ``keras.backend`` function names and *their* defaults and semantics, each forwarded to
 ``keras.ops`` / ``keras.config`` / ``keras.random`` (which run on JAX and TensorFlow):
 
@@ -564,3 +565,39 @@ class _Backend:
 
 
 K = _Backend()
+
+
+def _keras_for_scripts():
+    """``keras`` as ported scripts see it: Keras 3 itself, except that ``keras.Model`` and
+    ``keras.models.Model`` are :class:`kerasformer.models.keras_model.TransformerModel` (a
+    `keras.Model` subclass). A script's own model around ``bert.model.output`` then keeps
+    the last line of most bert4keras scripts, ``model.save_weights("best_model.weights")``
+    (Keras 3 refuses that name), and gets the id checks and failure safety of the models
+    kerasformer builds. A subclassed model (``class M(keras.Model)`` with its own ``call``)
+    has no functional inputs, so the checks find nothing to check and Keras runs as usual.
+    """
+    import types
+
+    from .models.keras_model import TransformerModel
+
+    class Model(keras.Model):
+        """`keras.Model`; built functionally (``Model(inputs, outputs)``) it is a
+        :class:`TransformerModel`, subclassed it is Keras's own."""
+
+        def __new__(cls, *args, **kwargs):
+            functional = len(args) + ("inputs" in kwargs) + ("outputs" in kwargs) >= 2
+            if cls is Model and functional:
+                return TransformerModel(*args, **kwargs)
+            return super().__new__(cls, *args, **kwargs)
+
+    models = types.ModuleType(keras.models.__name__, keras.models.__doc__)
+    models.__dict__.update(vars(keras.models))
+    models.Model = Model
+    facade = types.ModuleType(keras.__name__, keras.__doc__)
+    facade.__dict__.update(vars(keras))
+    facade.Model = Model
+    facade.models = models
+    return facade
+
+
+keras = _keras_for_scripts()

@@ -401,3 +401,42 @@ def test_small_snippets_against_references():
     assert snippets.parallel_apply(abs, range(-5, 0), workers=2, max_queue_size=2,
                                    dummy=True) == [5, 4, 3, 2, 1]
     assert snippets.convert_to_unicode("中".encode()) == "中"
+
+
+def test_script_models_built_with_backend_keras_are_transformer_models(tmp_path):
+    """``keras.models.Model(bert.model.input, head)`` from ``kerasformer.backend`` is a
+    TransformerModel: the bert4keras ending ``save_weights("best_model.weights")``
+    round-trips and bad ids are refused; subclassed models stay Keras's own."""
+    from kerasformer import build_transformer_model
+    from kerasformer.models.keras_model import TransformerModel
+
+    keras_ = kb.keras
+    keras.utils.set_random_seed(0)
+    bert = build_transformer_model(None, None, vocab_size=50, hidden_size=8,
+                                   num_hidden_layers=1, num_attention_heads=2,
+                                   intermediate_size=16, return_keras_model=False)
+    out = keras_.layers.Lambda(lambda x: x[:, 0])(bert.model.output)
+    out = keras_.layers.Dense(2, activation="softmax")(out)
+    model = keras_.models.Model(bert.model.input, out)
+    assert isinstance(model, TransformerModel)
+    x = [np.array([[1, 5, 7, 2, 0, 0]] * 2, "int32"), np.zeros((2, 6), "int32")]
+    before = model.predict(x, verbose=0)
+    path = str(tmp_path / "best_model.weights")
+    with pytest.warns(UserWarning, match="Keras 3 weights format"):
+        model.save_weights(path)
+    for w in model.weights:
+        w.assign(np.zeros(w.shape, w.dtype))
+    model.load_weights(path)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), before)
+    with pytest.raises(ValueError, match=r"holds id 60 .*outside \[0, 50\)"):
+        model.predict([np.full((1, 6), 60, "int32"), np.zeros((1, 6), "int32")], verbose=0)
+
+    class Subclassed(keras_.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras_.layers.Dense(3)
+
+        def call(self, inputs):
+            return self.dense(inputs)
+
+    assert tuple(Subclassed()(np.ones((2, 4), "float32")).shape) == (2, 3)
