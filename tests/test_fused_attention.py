@@ -146,13 +146,13 @@ def test_t5_cached_decoding_on_the_fused_path():
     enc[1, 5:] = 0
     dec = np.random.default_rng(3).integers(1, VOCAB, (2, 6)).astype("int32")
     full = outputs(explicit, [enc, dec])[0]
-    context = fused.encoder.model(enc)
+    context = fused.encoder(enc)
     context_mask = (enc != 0)[:, None, None, :]
     max_len, chunks = 8, []
-    caches = fused.decoder.init_caches(2, max_len, context)
+    caches = fused.decoder_builder.init_caches(2, max_len, context)
     for start, stop in [(0, 3)] + [(i, i + 1) for i in range(3, 6)]:
         mask = causal_mask(stop - start, max_len, offset=start)
-        logits, caches = fused.decoder.call_with_cache(
+        logits, caches = fused.decoder_builder.call_with_cache(
             [dec[:, start:stop]], caches, start, mask, context_mask=context_mask)
         chunks.append(ops.convert_to_numpy(logits))
     delta = float(np.max(np.abs(np.concatenate(chunks, axis=1) - full)))
