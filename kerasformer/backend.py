@@ -29,6 +29,7 @@ import math
 import string
 
 import keras
+import keras as _keras  # Keras 3 itself; `keras` is rebound to the script facade below
 import numpy as np
 from keras import ops
 
@@ -130,7 +131,7 @@ def search_layer(inputs, name, exclude_from=None):
     if id(layer) in exclude_from:
         return None
     exclude_from.add(id(layer))
-    if isinstance(layer, keras.Model):
+    if isinstance(layer, _keras.Model):
         for sub in layer.layers:
             if sub.name == name:
                 return sub
