@@ -11,7 +11,6 @@ max |Δ| <= 2e-2 * max |y_fp32| on logits and hidden states. The float32 referen
 the float32 policy on the same weights (itself checked against ``transformers`` by the
 parity tests).
 """
-import contextlib
 
 import keras
 import numpy as np
@@ -47,19 +46,8 @@ FAMILIES = {
 }
 
 
-def report(what, value):
-    print(f"[{BACKEND}] {what}: {value:.3g}")
-    return value
-
-
-@contextlib.contextmanager
-def dtype_policy(name):
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
+# Shared with the existing mixed-precision tests (the tests folder is on sys.path).
+from test_mixed_precision_remat import dtype_policy, report  # noqa: E402
 
 
 def build(model, **extra):
